@@ -1,0 +1,48 @@
+# fhirstream developer tasks. Provisioning lives in scripts/ (see docs/provisioning.md):
+# `scripts/env.sh MODE CMD...` makes sure NATS (>= 2.12, JetStream) and PostgreSQL
+# are there, exports FHIRSTREAM_* variables and then runs CMD.
+
+CARGO ?= cargo
+ENV   := scripts/env.sh
+
+# One cargo invocation for the whole test suite, so nothing is built twice.
+ifneq ($(shell command -v cargo-nextest 2>/dev/null),)
+TEST_CMD ?= $(CARGO) nextest run --workspace --no-fail-fast
+else
+TEST_CMD ?= $(CARGO) test --workspace --no-fail-fast
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help run test bench fmt lint clean-local
+
+help:
+	@echo "make run          provision NATS + PostgreSQL, then cargo run --release -- serve"
+	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests"
+	@echo "make bench        run scripts/bench.sh (when it exists)"
+	@echo "make fmt          cargo fmt --all"
+	@echo "make lint         cargo clippy --workspace --all-targets -- -D warnings"
+	@echo "make clean-local  stop project-local NATS/PostgreSQL and delete .local/"
+
+run:
+	$(ENV) run $(CARGO) run --release -- serve
+
+# Tests spawn their own NATS servers from $FHIRSTREAM_TEST_NATS_SERVER and create
+# databases through $FHIRSTREAM_PG_ADMIN_URL.
+test:
+	$(ENV) test scripts/drop-test-dbs.sh
+	$(ENV) test $(TEST_CMD)
+
+bench:
+	@if [ -f scripts/bench.sh ]; then $(ENV) all bash scripts/bench.sh; \
+	else echo "bench: scripts/bench.sh does not exist yet"; fi
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-local:
+	-scripts/ensure-nats.sh stop
+	-scripts/ensure-postgres.sh stop
+	rm -rf .local

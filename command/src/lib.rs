@@ -1,0 +1,46 @@
+//! The write side of fhirstream.
+//!
+//! A write is decided by a pure function of the resource's current version
+//! and the request ([`decide`]), then published as one event to JetStream
+//! with the resource subject's expected last sequence, so two writers can
+//! never both produce version N+1. The stream is the source of truth; this
+//! crate never touches the read models.
+
+pub mod applied;
+pub mod decide;
+pub mod resources;
+pub mod store;
+pub mod tenants;
+
+pub use applied::AppliedWatch;
+pub use resources::{Commands, Written};
+pub use store::{EventStore, StreamNames};
+
+use schemas::Version;
+use schemas::validate::ValidationError;
+
+/// Why a write was not done. Variants are what a caller acts on; only the
+/// HTTP edge turns them into status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The body is not a resource this URL accepts.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// `If-Match` named a version that is not the current one.
+    #[error("the resource is at version {current:?}, not the version in If-Match")]
+    PreconditionFailed { current: Option<Version> },
+    /// Another writer changed the resource between our read and our write.
+    #[error("the resource was changed concurrently by another request; read it again and retry")]
+    Conflict,
+    /// The tenant already exists (create) or does not (configure, delete).
+    #[error("tenant '{0}' already exists")]
+    TenantExists(String),
+    #[error("tenant '{0}' does not exist")]
+    TenantNotFound(String),
+    /// NATS is unreachable or did not answer in time; nothing is known to
+    /// have been written.
+    #[error("the event stream is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}

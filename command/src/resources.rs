@@ -1,0 +1,248 @@
+//! Resource writes: create, update, delete.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, value::RawValue};
+use uuid::Uuid;
+
+use schemas::event::{RESOURCE_EVENT_SCHEMA, instant, now};
+use schemas::subject::resource_subject;
+use schemas::validate::{Expect, parse_resource};
+use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
+
+use crate::CommandError;
+use crate::decide::{Current, Decision, Intent, decide};
+use crate::store::{EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
+
+/// The outcome of a write that appended an event.
+#[derive(Debug)]
+pub struct Written {
+    pub id: ResourceId,
+    pub version: Version,
+    pub op: EventOp,
+    pub last_updated: DateTime<Utc>,
+    /// Stream sequence of the event (what read-your-writes waits for).
+    pub seq: u64,
+    /// The stored resource JSON; `None` for a delete.
+    pub resource: Option<Box<RawValue>>,
+}
+
+/// The resource write service.
+#[derive(Clone)]
+pub struct Commands {
+    store: EventStore,
+}
+
+impl Commands {
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// `POST /{type}`: stores the body under a new server-assigned id.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        rt: ResourceType,
+        body: &[u8],
+    ) -> Result<Written, CommandError> {
+        let resource = parse_resource(body, Expect::Create(rt))?;
+        let id = ResourceId::generate();
+        let decision =
+            decide(None, Intent::Put { if_match: None })?.context("a create always appends")?;
+        self.append(tenant, actor, rt, id, decision, Some(resource))
+            .await
+    }
+
+    /// `PUT /{type}/{id}`: updates the resource, or creates it with the
+    /// client's id.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        rt: ResourceType,
+        id: ResourceId,
+        body: &[u8],
+        if_match: Option<Version>,
+    ) -> Result<Written, CommandError> {
+        let resource = parse_resource(body, Expect::Update(rt, &id))?;
+        let current = self.current(tenant, rt, &id).await?;
+        let decision =
+            decide(current, Intent::Put { if_match })?.context("a put always appends")?;
+        self.append(tenant, actor, rt, id, decision, Some(resource))
+            .await
+            .map_err(|e| lost_race(e, if_match))
+    }
+
+    /// `DELETE /{type}/{id}`: `Ok(None)` when there was nothing to delete.
+    pub async fn delete(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        rt: ResourceType,
+        id: ResourceId,
+        if_match: Option<Version>,
+    ) -> Result<Option<Written>, CommandError> {
+        let current = self.current(tenant, rt, &id).await?;
+        let Some(decision) = decide(current, Intent::Delete { if_match })? else {
+            return Ok(None);
+        };
+        let written = self
+            .append(tenant, actor, rt, id, decision, None)
+            .await
+            .map_err(|e| lost_race(e, if_match))?;
+        Ok(Some(written))
+    }
+
+    /// What the stream says about a resource now.
+    async fn current(
+        &self,
+        tenant: &TenantId,
+        rt: ResourceType,
+        id: &ResourceId,
+    ) -> Result<Option<Current>, CommandError> {
+        let subject = resource_subject(tenant, rt, id);
+        let Some(last) = self.store.last_resource_event(&subject).await? else {
+            return Ok(None);
+        };
+        current_of(&last).map(Some)
+    }
+
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        rt: ResourceType,
+        id: ResourceId,
+        decision: Decision,
+        resource: Option<Map<String, Value>>,
+    ) -> Result<Written, CommandError> {
+        let at = now();
+        let resource = match resource {
+            Some(mut r) => {
+                stamp(&mut r, &id, decision.version, &at);
+                Some(serde_json::value::to_raw_value(&r).context("serialize the resource")?)
+            }
+            None => None,
+        };
+        let event = ResourceEvent {
+            schema: RESOURCE_EVENT_SCHEMA.into(),
+            event_id: Uuid::now_v7(),
+            tenant: tenant.clone(),
+            resource_type: rt,
+            id,
+            version: decision.version,
+            op: decision.op,
+            at,
+            actor: actor.clone(),
+            commit: Commit::single(Uuid::now_v7()),
+            resource,
+        };
+        let payload = serde_json::to_vec(&event).context("serialize the event")?;
+        let headers = [
+            (VERSION_HEADER, decision.version.to_string()),
+            (OP_HEADER, op_str(decision.op).to_owned()),
+        ];
+        let subject = resource_subject(tenant, rt, &event.id);
+        let seq = self
+            .store
+            .append(
+                subject,
+                event.event_id,
+                decision.expected_seq,
+                &headers,
+                payload,
+            )
+            .await?;
+        Ok(Written {
+            id: event.id,
+            version: event.version,
+            op: event.op,
+            last_updated: event.at,
+            seq,
+            resource: event.resource,
+        })
+    }
+}
+
+/// Sets what the server owns in a stored resource: its id and
+/// `meta.versionId`/`meta.lastUpdated`; other `meta` elements are kept.
+pub fn stamp(
+    resource: &mut Map<String, Value>,
+    id: &ResourceId,
+    version: Version,
+    at: &DateTime<Utc>,
+) {
+    resource.insert("id".into(), Value::String(id.as_str().to_owned()));
+    let meta = resource
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(meta) = meta {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(instant(at)));
+    }
+}
+
+/// Reads a subject's state from the last event's headers, falling back to
+/// its envelope.
+fn current_of(last: &LastEvent) -> Result<Current, CommandError> {
+    let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_owned());
+    let (version, op) = match (header(VERSION_HEADER), header(OP_HEADER)) {
+        (Some(v), Some(op)) => (Version::parse(&v).context("read the version header")?, op),
+        _ => {
+            let event: ResourceEvent =
+                serde_json::from_slice(&last.payload).context("decode the last event")?;
+            (event.version, op_str(event.op).to_owned())
+        }
+    };
+    Ok(Current {
+        version,
+        deleted: op == "delete",
+        seq: last.seq,
+    })
+}
+
+fn op_str(op: EventOp) -> &'static str {
+    match op {
+        EventOp::Create => "create",
+        EventOp::Update => "update",
+        EventOp::Delete => "delete",
+    }
+}
+
+/// A lost race is a failed precondition for a client that sent If-Match
+/// (its version is no longer current) and a conflict for one that did not.
+fn lost_race(e: CommandError, if_match: Option<Version>) -> CommandError {
+    match (e, if_match) {
+        (CommandError::Conflict, Some(_)) => CommandError::PreconditionFailed { current: None },
+        (e, _) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamping_sets_id_and_version_and_keeps_other_meta() {
+        let mut r: Map<String, Value> = serde_json::from_str(
+            r#"{"resourceType":"Patient","id":"old","meta":{"versionId":"9","profile":["http://x"]}}"#,
+        )
+        .unwrap();
+        let at = now();
+        stamp(
+            &mut r,
+            &ResourceId::parse("new").unwrap(),
+            Version::FIRST,
+            &at,
+        );
+        assert_eq!(r["id"], "new");
+        assert_eq!(r["meta"]["versionId"], "1");
+        assert_eq!(r["meta"]["lastUpdated"], instant(&at));
+        assert_eq!(r["meta"]["profile"][0], "http://x");
+    }
+}

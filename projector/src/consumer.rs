@@ -1,0 +1,313 @@
+//! The projector's consume loop: JetStream in, PostgreSQL transactions out.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream::Stream};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
+
+use schemas::ResourceEvent;
+use schemas::subject::{RESOURCE_SUBJECTS, applied_subject, parse_resource_subject};
+
+use crate::apply::Sequenced;
+use crate::store;
+
+/// How a projector runs.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Names the durable consumer, the checkpoint row and the lock.
+    pub name: String,
+    /// The resource stream (default `FHIR`).
+    pub stream: String,
+    /// Most events applied in one PostgreSQL transaction.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first event arrived.
+    pub batch_wait: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            name: "main".into(),
+            stream: "FHIR".into(),
+            batch_size: 1000,
+            batch_wait: Duration::from_millis(2),
+        }
+    }
+}
+
+/// A projector ready to run; `applied()` watches its checkpoint.
+pub struct Projector {
+    cfg: ProjectorConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    pool: PgPool,
+    applied: watch::Sender<u64>,
+}
+
+impl Projector {
+    pub fn new(cfg: ProjectorConfig, client: async_nats::Client, pool: PgPool) -> Self {
+        let js = jetstream::new(client.clone());
+        Self {
+            cfg,
+            client,
+            js,
+            pool,
+            applied: watch::Sender::new(0),
+        }
+    }
+
+    /// The stream sequence this projector has applied, as it advances.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Consumes until `shutdown` resolves, then finishes the batch in hand.
+    /// Waits as a standby while another instance holds the projector's lock.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let span = info_span!("projector", projector = %self.cfg.name);
+        self.run_inner(shutdown).instrument(span).await
+    }
+
+    async fn run_inner(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let _lock = tokio::select! {
+            lock = self.acquire_lock() => lock?,
+            () = &mut shutdown => return Ok(()),
+        };
+        loop {
+            match self.consume(&mut shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "projector interrupted; resuming from its checkpoint");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = &mut shutdown => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds a session-level advisory lock on a dedicated connection for as
+    /// long as the returned connection lives.
+    async fn acquire_lock(&self) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        let key = format!("fhirstream.projector.{}", self.cfg.name);
+        let mut announced = false;
+        loop {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .context("acquire the projector lock connection")?;
+            let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await
+                .context("try the projector lock")?;
+            if got {
+                info!("projector lock held; this instance is active");
+                // The connection must never go back to the pool holding the lock.
+                return Ok(conn);
+            }
+            if !announced {
+                info!("another instance holds the projector lock; standing by");
+                announced = true;
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn consume(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> anyhow::Result<()> {
+        let checkpoint = store::checkpoint(&self.pool, &self.cfg.name)
+            .await
+            .context("read the checkpoint")?;
+        self.applied.send_replace(checkpoint);
+        self.announce(checkpoint).await;
+        let stream = self
+            .js
+            .get_stream(&self.cfg.stream)
+            .await
+            .context("open the resource stream")?;
+        let consumer = self.ensure_consumer(&stream, checkpoint).await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.cfg.batch_size.max(1))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .context("start pulling events")?;
+        let batches = messages.chunks_timeout(self.cfg.batch_size.max(1), self.cfg.batch_wait);
+        tokio::pin!(batches);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut *shutdown => return Ok(()),
+                batch = batches.next() => {
+                    let Some(batch) = batch else { anyhow::bail!("the event stream ended") };
+                    self.apply(batch).await?;
+                }
+                _ = heartbeat.tick() => self.announce(*self.applied.borrow()).await,
+            }
+        }
+    }
+
+    /// Creates the durable consumer, or re-creates it at the checkpoint when
+    /// the read model is behind what the consumer has acknowledged (a
+    /// dropped or restored database): the checkpoint is the truth.
+    async fn ensure_consumer(
+        &self,
+        stream: &Stream,
+        checkpoint: u64,
+    ) -> anyhow::Result<consumer::PullConsumer> {
+        let durable = format!("projector-{}", self.cfg.name);
+        if let Ok(info) = stream.consumer_info(&durable).await {
+            if info.ack_floor.stream_sequence <= checkpoint {
+                return stream
+                    .get_consumer(&durable)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("open the projector consumer: {e}"));
+            }
+            warn!(
+                ack_floor = info.ack_floor.stream_sequence,
+                checkpoint,
+                "read model is behind its consumer; re-creating the consumer at the checkpoint"
+            );
+            stream
+                .delete_consumer(&durable)
+                .await
+                .context("delete the stale projector consumer")?;
+        }
+        let deliver_policy = if checkpoint == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: checkpoint + 1,
+            }
+        };
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(durable),
+                filter_subject: RESOURCE_SUBJECTS.into(),
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 100_000,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .context("create the projector consumer")
+    }
+
+    async fn apply(
+        &self,
+        batch: Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>,
+    ) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut last = None;
+        let mut max_seq = 0;
+        for item in batch {
+            let msg = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    debug!(error = %e, "pull status");
+                    continue;
+                }
+            };
+            let seq = match msg.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => {
+                    warn!(error = %e, "event without JetStream metadata skipped");
+                    continue;
+                }
+            };
+            max_seq = max_seq.max(seq);
+            match decode(&msg.subject, &msg.payload) {
+                Ok(event) => events.push(Sequenced { seq, event }),
+                Err(why) => error!(seq, subject = %msg.subject, why, "poison event skipped"),
+            }
+            last = Some(msg);
+        }
+        let Some(last) = last else { return Ok(()) };
+        let count = events.len();
+        let mut backoff = Duration::from_millis(50);
+        let checkpoint = loop {
+            // Retrying the same batch is safe: the sequence guard skips
+            // whatever an earlier attempt managed to commit.
+            match store::apply_batch(&self.pool, &self.cfg.name, &events, max_seq).await {
+                Ok(cp) => break cp,
+                Err(e) => {
+                    warn!(error = %e, "applying a batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        // Acking the last message acknowledges the whole batch (AckPolicy::All),
+        // and only after the commit above.
+        if let Err(e) = last.ack().await {
+            warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
+        }
+        debug!(count, checkpoint, "batch applied");
+        self.applied.send_replace(checkpoint);
+        self.announce(checkpoint).await;
+        Ok(())
+    }
+
+    async fn announce(&self, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        let subject = applied_subject(&self.cfg.name);
+        if let Err(e) = self.client.publish(subject, seq.to_string().into()).await {
+            debug!(error = %e, "could not announce the checkpoint");
+        }
+    }
+}
+
+/// Parses an event and checks it is about the resource its subject names:
+/// the subject is what stream permissions and purges act on, so an envelope
+/// that disagrees with it is refused rather than trusted.
+fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
+    let addr = parse_resource_subject(subject).map_err(|e| e.to_string())?;
+    let event: ResourceEvent =
+        serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
+    if event.tenant != addr.tenant
+        || event.resource_type != addr.resource_type
+        || event.id != addr.id
+    {
+        return Err("envelope does not match its subject".into());
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_that_disagrees_with_its_subject_is_refused() {
+        let payload = serde_json::json!({
+            "schema": "fhirstream.resource-event/1", "event_id": uuid::Uuid::now_v7(), "tenant": "b",
+            "resource_type": "Patient", "id": "x", "version": 1, "op": "create",
+            "at": "2026-01-01T00:00:00.000Z", "actor": {"sub": "a"},
+            "commit": {"id": uuid::Uuid::now_v7(), "index": 0, "count": 1},
+            "resource": {"resourceType": "Patient", "id": "x"}
+        })
+        .to_string();
+        assert!(decode("fhir.b.Patient.x", payload.as_bytes()).is_ok());
+        assert!(decode("fhir.a.Patient.x", payload.as_bytes()).is_err());
+        assert!(decode("fhir.b.Patient.y", payload.as_bytes()).is_err());
+        assert!(decode("fhir.b.Patient.x", b"not json").is_err());
+    }
+}

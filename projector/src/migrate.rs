@@ -1,0 +1,48 @@
+//! Schema migrations of the read models, embedded in the binary.
+//!
+//! Migrations are listed here by hand instead of with `sqlx::migrate!`, whose
+//! macro feature would compile sqlx a second time for one call.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{PgPool, SqlSafeStr};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "read models",
+    include_str!("../migrations/0001_read_models.sql"),
+)];
+
+/// The read-model migrator.
+pub fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Applies every pending migration; safe to call from several processes.
+pub async fn run(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    migrator().run(pool).await
+}
+
+/// Whether every migration this binary knows has been applied.
+pub async fn is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(pool)
+            .await?;
+    Ok(applied.unwrap_or(0) >= latest)
+}

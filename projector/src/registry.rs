@@ -1,0 +1,158 @@
+//! The tenant registry: an in-memory fold of the tenant stream.
+//!
+//! Every process that serves requests follows `fhirstream.tenants.>` (last
+//! event per tenant) and answers "does tenant T exist, and how is it
+//! configured" from memory. A miss is confirmed with a direct get of the
+//! tenant's subject, the source of truth, so a tenant created a moment ago
+//! by another process is never reported unknown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream::DirectGetErrorKind};
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use tracing::{Instrument as _, info_span, warn};
+
+use schemas::subject::{TENANT_SUBJECTS, tenant_subject};
+use schemas::{TenantConfig, TenantEvent, TenantEventOp, TenantId};
+
+/// What the registry knows of a live tenant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantState {
+    pub id: TenantId,
+    pub name: String,
+    pub config: TenantConfig,
+    pub updated_at: DateTime<Utc>,
+    /// Stream sequence of the event this state comes from.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// The newest known event of a tenant; `None` state is a deletion, kept so
+/// an older event can never bring the tenant back.
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    state: Option<TenantState>,
+}
+
+/// Shared handle to the registry.
+#[derive(Clone)]
+pub struct TenantRegistry {
+    entries: Arc<RwLock<HashMap<TenantId, Entry>>>,
+    stream: jetstream::stream::Stream,
+}
+
+impl TenantRegistry {
+    /// Opens the tenant stream and starts following it in the background.
+    pub async fn follow(js: &jetstream::Context, stream_name: &str) -> anyhow::Result<Self> {
+        let stream = js
+            .get_stream(stream_name)
+            .await
+            .context("open the tenant stream")?;
+        let registry = Self {
+            entries: Arc::default(),
+            stream,
+        };
+        let follower = registry.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    if let Err(e) = follower.follow_once().await {
+                        warn!(error = %format!("{e:#}"), "tenant registry follower restarting");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            .instrument(info_span!("tenant_registry")),
+        );
+        Ok(registry)
+    }
+
+    async fn follow_once(&self) -> anyhow::Result<()> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: TENANT_SUBJECTS.into(),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .context("create the tenant follower")?;
+        let mut messages = consumer.messages().await.context("follow tenant events")?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.context("receive a tenant event")?;
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match serde_json::from_slice::<TenantEvent>(&msg.payload) {
+                Ok(event) => self.fold(seq, event),
+                Err(e) => warn!(seq, error = %e, "undecodable tenant event skipped"),
+            }
+        }
+        anyhow::bail!("tenant event stream ended")
+    }
+
+    /// Applies one event, unless a newer one is already known.
+    fn fold(&self, seq: u64, event: TenantEvent) {
+        let state = (event.op != TenantEventOp::Deleted).then(|| TenantState {
+            id: event.tenant.clone(),
+            name: event.name,
+            config: event.config,
+            updated_at: event.at,
+            seq,
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        match entries.get(&event.tenant) {
+            Some(known) if known.seq >= seq => {}
+            _ => {
+                entries.insert(event.tenant, Entry { seq, state });
+            }
+        }
+    }
+
+    /// The tenant's state, or `None` if it does not exist (or was deleted).
+    pub async fn get(&self, tenant: &TenantId) -> anyhow::Result<Option<TenantState>> {
+        if let Some(entry) = self
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+        {
+            if entry.state.is_some() {
+                return Ok(entry.state.clone());
+            }
+        }
+        // Not known as live here: ask the stream, which is never stale.
+        match self
+            .stream
+            .direct_get_last_for_subject(tenant_subject(tenant))
+            .await
+        {
+            Ok(msg) => {
+                let event: TenantEvent = serde_json::from_slice(&msg.payload)
+                    .context("decode the tenant's last event")?;
+                self.fold(msg.sequence, event);
+                let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+                Ok(entries.get(tenant).and_then(|e| e.state.clone()))
+            }
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context("look the tenant up in the stream")),
+        }
+    }
+
+    /// Every live tenant, sorted by id.
+    pub fn list(&self) -> Vec<TenantState> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<TenantState> = entries.values().filter_map(|e| e.state.clone()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Records an event this process has just published, so its own next
+    /// request sees it without waiting for the follower.
+    pub fn observe(&self, seq: u64, event: TenantEvent) {
+        self.fold(seq, event);
+    }
+}

@@ -1,0 +1,170 @@
+//! Tenant names and tenant configuration.
+//!
+//! The tenant-id contract: a `TenantId` matches
+//! `^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`, so it is safe as a NATS subject
+//! token, a URL path segment and a SQL value without escaping. Storage may
+//! rely on that; it must not assume a tenant exists just because its name
+//! parses — existence is the registry's business.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Names that can never be created as tenants: `shared` is the space of
+/// shared resources, `admin` and `metadata` would shadow routes.
+pub const RESERVED_TENANT_NAMES: &[&str] = &["shared", "admin", "metadata"];
+
+/// The name of the shared-resources space (`/fhir/shared`).
+pub const SHARED: &str = "shared";
+
+/// A validated tenant name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+/// Why a string is not a tenant name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantIdError {
+    #[error(
+        "tenant name must be 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+    )]
+    Malformed,
+    #[error("tenant name '{0}' is reserved")]
+    Reserved(String),
+}
+
+impl TenantId {
+    /// Parses a tenant name as it appears in a URL or subject; accepts the
+    /// reserved `shared` space, which is addressable but not creatable.
+    pub fn parse(s: &str) -> Result<Self, TenantIdError> {
+        let b = s.as_bytes();
+        let ok_inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+        let ok_edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let valid = !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(ok_inner)
+            && ok_edge(&b[0])
+            && ok_edge(&b[b.len() - 1]);
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(TenantIdError::Malformed)
+        }
+    }
+
+    /// Parses a name for a tenant that is about to be created: reserved
+    /// names are refused.
+    pub fn parse_new(s: &str) -> Result<Self, TenantIdError> {
+        let id = Self::parse(s)?;
+        if RESERVED_TENANT_NAMES.contains(&s) {
+            return Err(TenantIdError::Reserved(s.to_owned()));
+        }
+        Ok(id)
+    }
+
+    /// The shared-resources space.
+    pub fn shared() -> Self {
+        Self(SHARED.to_owned())
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.0 == SHARED
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A tenant's configuration, carried whole in every tenant event so the
+/// registry is a simple fold (last event wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Resource types this tenant may use; `None` means every R4 type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_types: Option<Vec<String>>,
+    /// Shareable types this tenant reads from `shared`; `None` means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_reads: Option<Vec<String>>,
+    /// Largest accepted request body in bytes; `None` means the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+}
+
+impl TenantConfig {
+    /// Whether this tenant may use resources of `resource_type`.
+    pub fn allows(&self, resource_type: &str) -> bool {
+        self.allowed_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == resource_type))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_names_parse() {
+        for n in ["a", "acme", "clinic-42", "0", "a-b-c", &"x".repeat(63)] {
+            assert!(TenantId::parse(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn names_that_could_break_a_subject_or_path_are_refused() {
+        for n in [
+            "",
+            "-a",
+            "a-",
+            "Acme",
+            "a.b",
+            "a*",
+            ">",
+            "a b",
+            "a_b",
+            "a/b",
+            "é",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(TenantId::parse(n), Err(TenantIdError::Malformed), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_addressable_but_not_creatable() {
+        assert!(TenantId::parse("shared").unwrap().is_shared());
+        for n in RESERVED_TENANT_NAMES {
+            assert!(matches!(
+                TenantId::parse_new(n),
+                Err(TenantIdError::Reserved(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn config_without_allowed_types_allows_everything() {
+        let all = TenantConfig::default();
+        assert!(all.allows("Patient"));
+        let some = TenantConfig {
+            allowed_types: Some(vec!["Patient".into()]),
+            ..Default::default()
+        };
+        assert!(some.allows("Patient"));
+        assert!(!some.allows("Observation"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Validation of resource bodies before they become events.
+//!
+//! Checks the structure every write relies on (a JSON object of the URL's
+//! R4 type, a matching id, a well-formed `meta`); it is deliberately pure so
+//! the same rules apply over HTTP, in Bundles and on import.
+
+use serde_json::{Map, Value};
+
+use crate::resource::{ResourceId, ResourceType};
+
+/// Why a body cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("the body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the body must be a JSON object (a FHIR resource)")]
+    NotObject,
+    #[error("the resource has no resourceType")]
+    MissingResourceType,
+    #[error("resourceType '{found}' does not match the URL's type '{expected}'")]
+    TypeMismatch {
+        expected: ResourceType,
+        found: String,
+    },
+    #[error("the resource id '{body}' does not match the URL's id '{url}'")]
+    IdMismatch { url: ResourceId, body: String },
+    #[error("an update must carry the resource id in its body (id '{0}' expected)")]
+    MissingId(ResourceId),
+    #[error("'{0}' is not a valid FHIR id")]
+    InvalidId(String),
+    #[error("meta must be a JSON object")]
+    InvalidMeta,
+    #[error("the element '{0}' must not be empty (FHIR forbids empty objects, arrays and strings)")]
+    Empty(String),
+}
+
+impl ValidationError {
+    /// The FHIRPath of the element the error is about, where there is one.
+    pub fn expression(&self) -> Option<String> {
+        match self {
+            Self::MissingResourceType | Self::TypeMismatch { .. } => Some("resourceType".into()),
+            Self::IdMismatch { .. } | Self::MissingId(_) | Self::InvalidId(_) => Some("id".into()),
+            Self::InvalidMeta => Some("meta".into()),
+            Self::Empty(path) => Some(path.clone()),
+            Self::NotJson(_) | Self::NotObject => None,
+        }
+    }
+}
+
+/// What the URL says the body must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// `POST /{type}`: the server assigns the id; one in the body is ignored.
+    Create(ResourceType),
+    /// `PUT /{type}/{id}`: the body's id must equal the URL's.
+    Update(ResourceType, &'a ResourceId),
+}
+
+/// Parses and checks a resource body, returning the resource object.
+pub fn parse_resource(
+    body: &[u8],
+    expect: Expect<'_>,
+) -> Result<Map<String, Value>, ValidationError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ValidationError::NotJson(e.to_string()))?;
+    check_resource(value, expect)
+}
+
+/// Checks an already parsed resource (e.g. a Bundle entry).
+pub fn check_resource(
+    value: Value,
+    expect: Expect<'_>,
+) -> Result<Map<String, Value>, ValidationError> {
+    let Value::Object(resource) = value else {
+        return Err(ValidationError::NotObject);
+    };
+    let expected = match expect {
+        Expect::Create(rt) | Expect::Update(rt, _) => rt,
+    };
+    match resource.get("resourceType") {
+        None => return Err(ValidationError::MissingResourceType),
+        Some(Value::String(t)) if t == expected.as_str() => {}
+        Some(other) => {
+            let found = other
+                .as_str()
+                .map_or_else(|| other.to_string(), str::to_owned);
+            return Err(ValidationError::TypeMismatch {
+                expected,
+                found: found.chars().take(70).collect(),
+            });
+        }
+    }
+    if let Expect::Update(_, url_id) = expect {
+        match resource.get("id") {
+            None => return Err(ValidationError::MissingId(url_id.clone())),
+            Some(Value::String(id)) if id == url_id.as_str() => {}
+            Some(Value::String(id)) if ResourceId::parse(id).is_err() => {
+                return Err(ValidationError::InvalidId(id.chars().take(70).collect()));
+            }
+            Some(other) => {
+                let body = other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_owned);
+                return Err(ValidationError::IdMismatch {
+                    url: url_id.clone(),
+                    body: body.chars().take(70).collect(),
+                });
+            }
+        }
+    }
+    if resource.get("meta").is_some_and(|m| !m.is_object()) {
+        return Err(ValidationError::InvalidMeta);
+    }
+    for (k, v) in &resource {
+        if let Some(rest) = first_empty(v) {
+            return Err(ValidationError::Empty(format!("{expected}.{k}{rest}")));
+        }
+    }
+    Ok(resource)
+}
+
+/// FHIR JSON never holds empty objects, arrays or strings: the path below
+/// `value` of the first one, `Some("")` for `value` itself. Paths are built
+/// only on failure, so the common case allocates nothing.
+fn first_empty(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) if map.is_empty() => Some(String::new()),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| first_empty(v).map(|rest| format!(".{k}{rest}"))),
+        Value::Array(items) if items.is_empty() => Some(String::new()),
+        Value::Array(items) => items.iter().find_map(first_empty),
+        Value::String(s) if s.is_empty() => Some(String::new()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient() -> ResourceType {
+        ResourceType::parse("Patient").unwrap()
+    }
+
+    #[test]
+    fn a_well_formed_patient_is_accepted() {
+        let r = parse_resource(
+            br#"{"resourceType":"Patient","name":[{"family":"Smith"}]}"#,
+            Expect::Create(patient()),
+        );
+        assert!(r.is_ok());
+    }
+
+    #[test]
+    fn each_structural_mistake_is_named() {
+        let id = ResourceId::parse("p1").unwrap();
+        let cases: Vec<(&[u8], Expect<'_>, fn(&ValidationError) -> bool)> = vec![
+            (b"{", Expect::Create(patient()), |e| {
+                matches!(e, ValidationError::NotJson(_))
+            }),
+            (b"[1]", Expect::Create(patient()), |e| {
+                matches!(e, ValidationError::NotObject)
+            }),
+            (br#"{"id":"x"}"#, Expect::Create(patient()), |e| {
+                matches!(e, ValidationError::MissingResourceType)
+            }),
+            (
+                br#"{"resourceType":"Observation"}"#,
+                Expect::Create(patient()),
+                |e| matches!(e, ValidationError::TypeMismatch { .. }),
+            ),
+            (
+                br#"{"resourceType":"Patient"}"#,
+                Expect::Update(patient(), &id),
+                |e| matches!(e, ValidationError::MissingId(_)),
+            ),
+            (
+                br#"{"resourceType":"Patient","id":"p2"}"#,
+                Expect::Update(patient(), &id),
+                |e| matches!(e, ValidationError::IdMismatch { .. }),
+            ),
+            (
+                br#"{"resourceType":"Patient","id":"p_1"}"#,
+                Expect::Update(patient(), &id),
+                |e| matches!(e, ValidationError::InvalidId(_)),
+            ),
+            (
+                br#"{"resourceType":"Patient","meta":"x"}"#,
+                Expect::Create(patient()),
+                |e| matches!(e, ValidationError::InvalidMeta),
+            ),
+            (
+                br#"{"resourceType":"Patient","name":[]}"#,
+                Expect::Create(patient()),
+                |e| matches!(e, ValidationError::Empty(p) if p == "Patient.name"),
+            ),
+        ];
+        for (body, expect, is_expected) in cases {
+            let err = parse_resource(body, expect).unwrap_err();
+            assert!(
+                is_expected(&err),
+                "{}: {err:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_create_ignores_the_body_id() {
+        assert!(
+            parse_resource(
+                br#"{"resourceType":"Patient","id":"whatever"}"#,
+                Expect::Create(patient())
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn absurdly_deep_json_is_refused_not_overflowed() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(
+            parse_resource(deep.as_bytes(), Expect::Create(patient())),
+            Err(ValidationError::NotJson(_))
+        ));
+    }
+}
