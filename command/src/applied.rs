@@ -25,10 +25,7 @@ impl AppliedWatch {
         let (tx, rx) = watch::channel(0);
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                let Some(seq) = std::str::from_utf8(&msg.payload)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                else {
+                let Some(seq) = std::str::from_utf8(&msg.payload).ok().and_then(|s| s.parse::<u64>().ok()) else {
                     continue;
                 };
                 tx.send_if_modified(|cur| {
@@ -46,10 +43,7 @@ impl AppliedWatch {
     /// Waits until `seq` is applied or `timeout` passes; true if applied.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
         let mut rx = self.rx.clone();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= seq)).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= seq)).await, Ok(Ok(_)))
     }
 
     /// The highest sequence announced so far.

@@ -50,29 +50,13 @@ pub fn decide(current: Option<Current>, intent: Intent) -> Result<Option<Decisio
     let expected_seq = current.map_or(0, |c| c.seq);
     let version = current.map_or(Version::FIRST, |c| c.version.next());
     Ok(match (intent, current) {
-        (Intent::Put { .. }, None) => Some(Decision {
-            op: EventOp::Create,
-            version,
-            expected_seq,
-        }),
+        (Intent::Put { .. }, None) => Some(Decision { op: EventOp::Create, version, expected_seq }),
         // Writing a deleted resource brings it back, with the next version.
-        (Intent::Put { .. }, Some(c)) if c.deleted => Some(Decision {
-            op: EventOp::Create,
-            version,
-            expected_seq,
-        }),
-        (Intent::Put { .. }, Some(_)) => Some(Decision {
-            op: EventOp::Update,
-            version,
-            expected_seq,
-        }),
+        (Intent::Put { .. }, Some(c)) if c.deleted => Some(Decision { op: EventOp::Create, version, expected_seq }),
+        (Intent::Put { .. }, Some(_)) => Some(Decision { op: EventOp::Update, version, expected_seq }),
         (Intent::Delete { .. }, None) => None,
         (Intent::Delete { .. }, Some(c)) if c.deleted => None,
-        (Intent::Delete { .. }, Some(_)) => Some(Decision {
-            op: EventOp::Delete,
-            version,
-            expected_seq,
-        }),
+        (Intent::Delete { .. }, Some(_)) => Some(Decision { op: EventOp::Delete, version, expected_seq }),
     })
 }
 
@@ -85,116 +69,47 @@ mod tests {
     }
 
     fn at(version: u64, deleted: bool, seq: u64) -> Option<Current> {
-        Some(Current {
-            version: v(version),
-            deleted,
-            seq,
-        })
+        Some(Current { version: v(version), deleted, seq })
     }
 
     #[test]
     fn given_nothing_a_put_creates_version_1_expecting_an_empty_subject() {
-        let d = decide(None, Intent::Put { if_match: None })
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d,
-            Decision {
-                op: EventOp::Create,
-                version: v(1),
-                expected_seq: 0
-            }
-        );
+        let d = decide(None, Intent::Put { if_match: None }).unwrap().unwrap();
+        assert_eq!(d, Decision { op: EventOp::Create, version: v(1), expected_seq: 0 });
     }
 
     #[test]
     fn given_version_3_a_put_writes_version_4_after_its_sequence() {
-        let d = decide(at(3, false, 42), Intent::Put { if_match: None })
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d,
-            Decision {
-                op: EventOp::Update,
-                version: v(4),
-                expected_seq: 42
-            }
-        );
+        let d = decide(at(3, false, 42), Intent::Put { if_match: None }).unwrap().unwrap();
+        assert_eq!(d, Decision { op: EventOp::Update, version: v(4), expected_seq: 42 });
     }
 
     #[test]
     fn given_a_deleted_resource_a_put_recreates_it_with_the_next_version() {
-        let d = decide(at(2, true, 9), Intent::Put { if_match: None })
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d,
-            Decision {
-                op: EventOp::Create,
-                version: v(3),
-                expected_seq: 9
-            }
-        );
+        let d = decide(at(2, true, 9), Intent::Put { if_match: None }).unwrap().unwrap();
+        assert_eq!(d, Decision { op: EventOp::Create, version: v(3), expected_seq: 9 });
     }
 
     #[test]
     fn if_match_must_name_the_live_version() {
-        assert!(
-            decide(
-                at(3, false, 1),
-                Intent::Put {
-                    if_match: Some(v(3))
-                }
-            )
-            .is_ok()
-        );
+        assert!(decide(at(3, false, 1), Intent::Put { if_match: Some(v(3)) }).is_ok());
         for (current, wanted) in [(at(3, false, 1), 2), (None, 1), (at(3, true, 1), 3)] {
-            let err = decide(
-                current,
-                Intent::Put {
-                    if_match: Some(v(wanted)),
-                },
-            )
-            .unwrap_err();
-            assert!(
-                matches!(err, CommandError::PreconditionFailed { .. }),
-                "{current:?} {wanted}"
-            );
+            let err = decide(current, Intent::Put { if_match: Some(v(wanted)) }).unwrap_err();
+            assert!(matches!(err, CommandError::PreconditionFailed { .. }), "{current:?} {wanted}");
         }
-        let err = decide(
-            at(3, false, 1),
-            Intent::Delete {
-                if_match: Some(v(1)),
-            },
-        )
-        .unwrap_err();
+        let err = decide(at(3, false, 1), Intent::Delete { if_match: Some(v(1)) }).unwrap_err();
         assert!(matches!(err, CommandError::PreconditionFailed { current: Some(c) } if c == v(3)));
     }
 
     #[test]
     fn deleting_what_is_absent_or_deleted_appends_nothing() {
-        assert_eq!(
-            decide(None, Intent::Delete { if_match: None }).unwrap(),
-            None
-        );
-        assert_eq!(
-            decide(at(2, true, 5), Intent::Delete { if_match: None }).unwrap(),
-            None
-        );
+        assert_eq!(decide(None, Intent::Delete { if_match: None }).unwrap(), None);
+        assert_eq!(decide(at(2, true, 5), Intent::Delete { if_match: None }).unwrap(), None);
     }
 
     #[test]
     fn deleting_a_live_resource_appends_a_delete_version() {
-        let d = decide(at(2, false, 5), Intent::Delete { if_match: None })
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            d,
-            Decision {
-                op: EventOp::Delete,
-                version: v(3),
-                expected_seq: 5
-            }
-        );
+        let d = decide(at(2, false, 5), Intent::Delete { if_match: None }).unwrap().unwrap();
+        assert_eq!(d, Decision { op: EventOp::Delete, version: v(3), expected_seq: 5 });
     }
 }

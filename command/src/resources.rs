@@ -52,10 +52,8 @@ impl Commands {
     ) -> Result<Written, CommandError> {
         let resource = parse_resource(body, Expect::Create(rt))?;
         let id = ResourceId::generate();
-        let decision =
-            decide(None, Intent::Put { if_match: None })?.context("a create always appends")?;
-        self.append(tenant, actor, rt, id, decision, Some(resource))
-            .await
+        let decision = decide(None, Intent::Put { if_match: None })?.context("a create always appends")?;
+        self.append(tenant, actor, rt, id, decision, Some(resource)).await
     }
 
     /// `PUT /{type}/{id}`: updates the resource, or creates it with the
@@ -71,11 +69,8 @@ impl Commands {
     ) -> Result<Written, CommandError> {
         let resource = parse_resource(body, Expect::Update(rt, &id))?;
         let current = self.current(tenant, rt, &id).await?;
-        let decision =
-            decide(current, Intent::Put { if_match })?.context("a put always appends")?;
-        self.append(tenant, actor, rt, id, decision, Some(resource))
-            .await
-            .map_err(|e| lost_race(e, if_match))
+        let decision = decide(current, Intent::Put { if_match })?.context("a put always appends")?;
+        self.append(tenant, actor, rt, id, decision, Some(resource)).await.map_err(|e| lost_race(e, if_match))
     }
 
     /// `DELETE /{type}/{id}`: `Ok(None)` when there was nothing to delete.
@@ -91,10 +86,7 @@ impl Commands {
         let Some(decision) = decide(current, Intent::Delete { if_match })? else {
             return Ok(None);
         };
-        let written = self
-            .append(tenant, actor, rt, id, decision, None)
-            .await
-            .map_err(|e| lost_race(e, if_match))?;
+        let written = self.append(tenant, actor, rt, id, decision, None).await.map_err(|e| lost_race(e, if_match))?;
         Ok(Some(written))
     }
 
@@ -143,21 +135,9 @@ impl Commands {
             resource,
         };
         let payload = serde_json::to_vec(&event).context("serialize the event")?;
-        let headers = [
-            (VERSION_HEADER, decision.version.to_string()),
-            (OP_HEADER, op_str(decision.op).to_owned()),
-        ];
+        let headers = [(VERSION_HEADER, decision.version.to_string()), (OP_HEADER, op_str(decision.op).to_owned())];
         let subject = resource_subject(tenant, rt, &event.id);
-        let seq = self
-            .store
-            .append(
-                subject,
-                event.event_id,
-                decision.expected_seq,
-                &headers,
-                payload,
-            )
-            .await?;
+        let seq = self.store.append(subject, event.event_id, decision.expected_seq, &headers, payload).await?;
         Ok(Written {
             id: event.id,
             version: event.version,
@@ -171,16 +151,9 @@ impl Commands {
 
 /// Sets what the server owns in a stored resource: its id and
 /// `meta.versionId`/`meta.lastUpdated`; other `meta` elements are kept.
-pub fn stamp(
-    resource: &mut Map<String, Value>,
-    id: &ResourceId,
-    version: Version,
-    at: &DateTime<Utc>,
-) {
+pub fn stamp(resource: &mut Map<String, Value>, id: &ResourceId, version: Version, at: &DateTime<Utc>) {
     resource.insert("id".into(), Value::String(id.as_str().to_owned()));
-    let meta = resource
-        .entry("meta")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = resource.entry("meta").or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(meta) = meta {
         meta.insert("versionId".into(), Value::String(version.to_string()));
         meta.insert("lastUpdated".into(), Value::String(instant(at)));
@@ -194,16 +167,11 @@ fn current_of(last: &LastEvent) -> Result<Current, CommandError> {
     let (version, op) = match (header(VERSION_HEADER), header(OP_HEADER)) {
         (Some(v), Some(op)) => (Version::parse(&v).context("read the version header")?, op),
         _ => {
-            let event: ResourceEvent =
-                serde_json::from_slice(&last.payload).context("decode the last event")?;
+            let event: ResourceEvent = serde_json::from_slice(&last.payload).context("decode the last event")?;
             (event.version, op_str(event.op).to_owned())
         }
     };
-    Ok(Current {
-        version,
-        deleted: op == "delete",
-        seq: last.seq,
-    })
+    Ok(Current { version, deleted: op == "delete", seq: last.seq })
 }
 
 fn op_str(op: EventOp) -> &'static str {
@@ -234,12 +202,7 @@ mod tests {
         )
         .unwrap();
         let at = now();
-        stamp(
-            &mut r,
-            &ResourceId::parse("new").unwrap(),
-            Version::FIRST,
-            &at,
-        );
+        stamp(&mut r, &ResourceId::parse("new").unwrap(), Version::FIRST, &at);
         assert_eq!(r["id"], "new");
         assert_eq!(r["meta"]["versionId"], "1");
         assert_eq!(r["meta"]["lastUpdated"], instant(&at));

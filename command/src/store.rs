@@ -38,11 +38,7 @@ pub struct StreamNames {
 
 impl Default for StreamNames {
     fn default() -> Self {
-        Self {
-            resources: "FHIR".into(),
-            tenants: "FHIRSTREAM_TENANTS".into(),
-            replicas: 1,
-        }
+        Self { resources: "FHIR".into(), tenants: "FHIRSTREAM_TENANTS".into(), replicas: 1 }
     }
 }
 
@@ -65,14 +61,8 @@ pub struct EventStore {
 impl EventStore {
     /// Creates or updates both streams, then opens them. `ack_timeout` bounds
     /// how long a write waits for JetStream before reporting it unavailable.
-    pub async fn open(
-        client: async_nats::Client,
-        names: &StreamNames,
-        ack_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let js = jetstream::ContextBuilder::new()
-            .timeout(ack_timeout)
-            .build(client);
+    pub async fn open(client: async_nats::Client, names: &StreamNames, ack_timeout: Duration) -> anyhow::Result<Self> {
+        let js = jetstream::ContextBuilder::new().timeout(ack_timeout).build(client);
         let resources = js
             .create_or_update_stream(stream::Config {
                 name: names.resources.clone(),
@@ -90,9 +80,7 @@ impl EventStore {
         let tenants = js
             .create_or_update_stream(stream::Config {
                 name: names.tenants.clone(),
-                description: Some(
-                    "fhirstream tenant registry events: fhirstream.tenants.{tenant}".into(),
-                ),
+                description: Some("fhirstream tenant registry events: fhirstream.tenants.{tenant}".into()),
                 subjects: vec![TENANT_SUBJECTS.into()],
                 storage: StorageType::File,
                 num_replicas: names.replicas,
@@ -102,19 +90,9 @@ impl EventStore {
             })
             .await
             .with_context(|| format!("create or update the tenant stream {}", names.tenants))?;
-        let resources = js
-            .get_stream(resources.config.name)
-            .await
-            .context("open the resource stream")?;
-        let tenants = js
-            .get_stream(tenants.config.name)
-            .await
-            .context("open the tenant stream")?;
-        Ok(Self {
-            js,
-            resources,
-            tenants,
-        })
+        let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
+        let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
+        Ok(Self { js, resources, tenants })
     }
 
     /// The JetStream context, for callers that need more than this API.
@@ -131,18 +109,12 @@ impl EventStore {
     }
 
     /// The last event on a resource subject, if any.
-    pub async fn last_resource_event(
-        &self,
-        subject: &str,
-    ) -> Result<Option<LastEvent>, CommandError> {
+    pub async fn last_resource_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
         last_on(&self.resources, subject).await
     }
 
     /// The last event on a tenant subject, if any.
-    pub async fn last_tenant_event(
-        &self,
-        subject: &str,
-    ) -> Result<Option<LastEvent>, CommandError> {
+    pub async fn last_tenant_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
         last_on(&self.tenants, subject).await
     }
 
@@ -154,8 +126,7 @@ impl EventStore {
         expected_seq: u64,
         payload: Vec<u8>,
     ) -> Result<u64, CommandError> {
-        self.append(subject, event_id, expected_seq, &[], payload)
-            .await
+        self.append(subject, event_id, expected_seq, &[], payload).await
     }
 
     /// Appends one event that must directly follow `expected_seq` on its
@@ -175,47 +146,29 @@ impl EventStore {
         for (name, value) in headers {
             msg = msg.header(*name, value.as_str());
         }
-        let ack = self
-            .js
-            .send_publish(subject, msg)
-            .await
-            .map_err(publish_error)?;
+        let ack = self.js.send_publish(subject, msg).await.map_err(publish_error)?;
         let ack = ack.await.map_err(publish_error)?;
         Ok(ack.sequence)
     }
 }
 
-async fn last_on(
-    stream: &jetstream::stream::Stream,
-    subject: &str,
-) -> Result<Option<LastEvent>, CommandError> {
+async fn last_on(stream: &jetstream::stream::Stream, subject: &str) -> Result<Option<LastEvent>, CommandError> {
     match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok(Some(LastEvent {
-            seq: m.sequence,
-            headers: m.headers,
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(LastEvent { seq: m.sequence, headers: m.headers, payload: m.payload })),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-        Err(e)
-            if matches!(
-                e.kind(),
-                DirectGetErrorKind::TimedOut | DirectGetErrorKind::Request
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::TimedOut | DirectGetErrorKind::Request) => {
             Err(CommandError::Unavailable(e.to_string()))
         }
-        Err(e) => Err(CommandError::Internal(
-            anyhow::Error::new(e).context("read the subject's last event"),
-        )),
+        Err(e) => Err(CommandError::Internal(anyhow::Error::new(e).context("read the subject's last event"))),
     }
 }
 
 fn publish_error(e: jetstream::context::PublishError) -> CommandError {
     match e.kind() {
         PublishErrorKind::WrongLastSequence => CommandError::Conflict,
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::StreamNotFound => CommandError::Unavailable(e.to_string()),
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound => {
+            CommandError::Unavailable(e.to_string())
+        }
         _ => CommandError::Internal(anyhow::Error::new(e).context("publish an event")),
     }
 }

@@ -31,12 +31,7 @@ pub async fn create(
         }
     }
     let expected = last.map_or(0, |(seq, _)| seq);
-    append(
-        store,
-        TenantEvent::new(tenant, TenantEventOp::Created, actor, name, config),
-        expected,
-    )
-    .await
+    append(store, TenantEvent::new(tenant, TenantEventOp::Created, actor, name, config), expected).await
 }
 
 /// Replaces a live tenant's name and configuration.
@@ -51,39 +46,19 @@ pub async fn configure(
         Some((seq, ev)) if ev.op != TenantEventOp::Deleted => seq,
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
-    append(
-        store,
-        TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config),
-        seq,
-    )
-    .await
+    append(store, TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config), seq).await
 }
 
-async fn last(
-    store: &EventStore,
-    tenant: &TenantId,
-) -> Result<Option<(u64, TenantEvent)>, CommandError> {
+async fn last(store: &EventStore, tenant: &TenantId) -> Result<Option<(u64, TenantEvent)>, CommandError> {
     let Some(last) = store.last_tenant_event(&tenant_subject(tenant)).await? else {
         return Ok(None);
     };
-    let event: TenantEvent =
-        serde_json::from_slice(&last.payload).context("decode the tenant's last event")?;
+    let event: TenantEvent = serde_json::from_slice(&last.payload).context("decode the tenant's last event")?;
     Ok(Some((last.seq, event)))
 }
 
-async fn append(
-    store: &EventStore,
-    event: TenantEvent,
-    expected: u64,
-) -> Result<TenantWritten, CommandError> {
+async fn append(store: &EventStore, event: TenantEvent, expected: u64) -> Result<TenantWritten, CommandError> {
     let payload = serde_json::to_vec(&event).context("serialize the tenant event")?;
-    let seq = store
-        .append_tenant(
-            tenant_subject(&event.tenant),
-            event.event_id,
-            expected,
-            payload,
-        )
-        .await?;
+    let seq = store.append_tenant(tenant_subject(&event.tenant), event.event_id, expected, payload).await?;
     Ok(TenantWritten { seq, event })
 }

@@ -69,10 +69,7 @@ pub fn op_name(op: EventOp) -> &'static str {
 /// checkpoint were applied before (a redelivery) and are skipped; each
 /// resource's current row is its highest version in the batch.
 pub fn plan(events: &[Sequenced], checkpoint: u64) -> BatchRows<'_> {
-    let mut rows = BatchRows {
-        checkpoint,
-        ..Default::default()
-    };
+    let mut rows = BatchRows { checkpoint, ..Default::default() };
     let mut newest: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for (i, s) in events.iter().enumerate() {
         rows.checkpoint = rows.checkpoint.max(s.seq);
@@ -134,10 +131,8 @@ mod tests {
                 at: schemas::event::now(),
                 actor: Actor::default(),
                 commit: Commit::single(uuid::Uuid::now_v7()),
-                resource: (op != EventOp::Delete).then(|| {
-                    RawValue::from_string(format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#))
-                        .unwrap()
-                }),
+                resource: (op != EventOp::Delete)
+                    .then(|| RawValue::from_string(format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)).unwrap()),
             },
         }
     }
@@ -161,10 +156,7 @@ mod tests {
 
     #[test]
     fn a_redelivered_batch_writes_nothing_and_keeps_the_checkpoint() {
-        let batch = [
-            ev(5, "a", "p", 1, EventOp::Create),
-            ev(6, "a", "q", 1, EventOp::Create),
-        ];
+        let batch = [ev(5, "a", "p", 1, EventOp::Create), ev(6, "a", "q", 1, EventOp::Create)];
         let rows = plan(&batch, 6);
         assert!(rows.is_empty());
         assert!(rows.current.id.is_empty());
@@ -173,10 +165,7 @@ mod tests {
 
     #[test]
     fn a_partly_redelivered_batch_applies_only_the_new_events() {
-        let batch = [
-            ev(5, "a", "p", 1, EventOp::Create),
-            ev(6, "a", "p", 2, EventOp::Update),
-        ];
+        let batch = [ev(5, "a", "p", 1, EventOp::Create), ev(6, "a", "p", 2, EventOp::Update)];
         let rows = plan(&batch, 5);
         assert_eq!(rows.versions.seq, vec![6]);
         assert_eq!(rows.current.version, vec![2]);

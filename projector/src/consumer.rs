@@ -31,12 +31,7 @@ pub struct ProjectorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self {
-            name: "main".into(),
-            stream: "FHIR".into(),
-            batch_size: 1000,
-            batch_wait: Duration::from_millis(2),
-        }
+        Self { name: "main".into(), stream: "FHIR".into(), batch_size: 1000, batch_wait: Duration::from_millis(2) }
     }
 }
 
@@ -52,13 +47,7 @@ pub struct Projector {
 impl Projector {
     pub fn new(cfg: ProjectorConfig, client: async_nats::Client, pool: PgPool) -> Self {
         let js = jetstream::new(client.clone());
-        Self {
-            cfg,
-            client,
-            js,
-            pool,
-            applied: watch::Sender::new(0),
-        }
+        Self { cfg, client, js, pool, applied: watch::Sender::new(0) }
     }
 
     /// The stream sequence this projector has applied, as it advances.
@@ -99,11 +88,7 @@ impl Projector {
         let key = format!("fhirstream.projector.{}", self.cfg.name);
         let mut announced = false;
         loop {
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .context("acquire the projector lock connection")?;
+            let mut conn = self.pool.acquire().await.context("acquire the projector lock connection")?;
             let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
                 .bind(&key)
                 .fetch_one(&mut *conn)
@@ -123,20 +108,11 @@ impl Projector {
         }
     }
 
-    async fn consume(
-        &self,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> anyhow::Result<()> {
-        let checkpoint = store::checkpoint(&self.pool, &self.cfg.name)
-            .await
-            .context("read the checkpoint")?;
+    async fn consume(&self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> anyhow::Result<()> {
+        let checkpoint = store::checkpoint(&self.pool, &self.cfg.name).await.context("read the checkpoint")?;
         self.applied.send_replace(checkpoint);
         self.announce(checkpoint).await;
-        let stream = self
-            .js
-            .get_stream(&self.cfg.stream)
-            .await
-            .context("open the resource stream")?;
+        let stream = self.js.get_stream(&self.cfg.stream).await.context("open the resource stream")?;
         let consumer = self.ensure_consumer(&stream, checkpoint).await?;
         let messages = consumer
             .stream()
@@ -157,7 +133,10 @@ impl Projector {
                     let Some(batch) = batch else { anyhow::bail!("the event stream ended") };
                     self.apply(batch).await?;
                 }
-                _ = heartbeat.tick() => self.announce(*self.applied.borrow()).await,
+                _ = heartbeat.tick() => {
+                    let applied = *self.applied.borrow();
+                    self.announce(applied).await;
+                }
             }
         }
     }
@@ -165,11 +144,7 @@ impl Projector {
     /// Creates the durable consumer, or re-creates it at the checkpoint when
     /// the read model is behind what the consumer has acknowledged (a
     /// dropped or restored database): the checkpoint is the truth.
-    async fn ensure_consumer(
-        &self,
-        stream: &Stream,
-        checkpoint: u64,
-    ) -> anyhow::Result<consumer::PullConsumer> {
+    async fn ensure_consumer(&self, stream: &Stream, checkpoint: u64) -> anyhow::Result<consumer::PullConsumer> {
         let durable = format!("projector-{}", self.cfg.name);
         if let Ok(info) = stream.consumer_info(&durable).await {
             if info.ack_floor.stream_sequence <= checkpoint {
@@ -180,20 +155,14 @@ impl Projector {
             }
             warn!(
                 ack_floor = info.ack_floor.stream_sequence,
-                checkpoint,
-                "read model is behind its consumer; re-creating the consumer at the checkpoint"
+                checkpoint, "read model is behind its consumer; re-creating the consumer at the checkpoint"
             );
-            stream
-                .delete_consumer(&durable)
-                .await
-                .context("delete the stale projector consumer")?;
+            stream.delete_consumer(&durable).await.context("delete the stale projector consumer")?;
         }
         let deliver_policy = if checkpoint == 0 {
             consumer::DeliverPolicy::All
         } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: checkpoint + 1,
-            }
+            consumer::DeliverPolicy::ByStartSequence { start_sequence: checkpoint + 1 }
         };
         stream
             .create_consumer(consumer::pull::Config {
@@ -280,12 +249,8 @@ impl Projector {
 /// that disagrees with it is refused rather than trusted.
 fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
     let addr = parse_resource_subject(subject).map_err(|e| e.to_string())?;
-    let event: ResourceEvent =
-        serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
-    if event.tenant != addr.tenant
-        || event.resource_type != addr.resource_type
-        || event.id != addr.id
-    {
+    let event: ResourceEvent = serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
+    if event.tenant != addr.tenant || event.resource_type != addr.resource_type || event.id != addr.id {
         return Err("envelope does not match its subject".into());
     }
     Ok(event)

@@ -8,11 +8,7 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlSafeStr};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "read models",
-    include_str!("../migrations/0001_read_models.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "read models", include_str!("../migrations/0001_read_models.sql"))];
 
 /// The read-model migrator.
 pub fn migrator() -> Migrator {
@@ -20,13 +16,7 @@ pub fn migrator() -> Migrator {
         MIGRATIONS
             .iter()
             .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
+                Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect(),
     )
@@ -41,8 +31,6 @@ pub async fn run(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub async fn is_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
     let applied: Option<i64> =
-        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(pool)
-            .await?;
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(pool).await?;
     Ok(applied.unwrap_or(0) >= latest)
 }

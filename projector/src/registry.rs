@@ -49,14 +49,8 @@ pub struct TenantRegistry {
 impl TenantRegistry {
     /// Opens the tenant stream and starts following it in the background.
     pub async fn follow(js: &jetstream::Context, stream_name: &str) -> anyhow::Result<Self> {
-        let stream = js
-            .get_stream(stream_name)
-            .await
-            .context("open the tenant stream")?;
-        let registry = Self {
-            entries: Arc::default(),
-            stream,
-        };
+        let stream = js.get_stream(stream_name).await.context("open the tenant stream")?;
+        let registry = Self { entries: Arc::default(), stream };
         let follower = registry.clone();
         tokio::spawn(
             async move {
@@ -114,25 +108,16 @@ impl TenantRegistry {
 
     /// The tenant's state, or `None` if it does not exist (or was deleted).
     pub async fn get(&self, tenant: &TenantId) -> anyhow::Result<Option<TenantState>> {
-        if let Some(entry) = self
-            .entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(tenant)
-        {
+        if let Some(entry) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
             if entry.state.is_some() {
                 return Ok(entry.state.clone());
             }
         }
         // Not known as live here: ask the stream, which is never stale.
-        match self
-            .stream
-            .direct_get_last_for_subject(tenant_subject(tenant))
-            .await
-        {
+        match self.stream.direct_get_last_for_subject(tenant_subject(tenant)).await {
             Ok(msg) => {
-                let event: TenantEvent = serde_json::from_slice(&msg.payload)
-                    .context("decode the tenant's last event")?;
+                let event: TenantEvent =
+                    serde_json::from_slice(&msg.payload).context("decode the tenant's last event")?;
                 self.fold(msg.sequence, event);
                 let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
                 Ok(entries.get(tenant).and_then(|e| e.state.clone()))
@@ -155,4 +140,31 @@ impl TenantRegistry {
     pub fn observe(&self, seq: u64, event: TenantEvent) {
         self.fold(seq, event);
     }
+}
+
+/// Every live tenant, read once from the stream (for the CLI).
+pub async fn snapshot(stream: &jetstream::stream::Stream) -> anyhow::Result<Vec<TenantState>> {
+    let registry = TenantRegistry { entries: Arc::default(), stream: stream.clone() };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: TENANT_SUBJECTS.into(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .context("create a tenant reader")?;
+    let mut pending = consumer.cached_info().num_pending;
+    if pending > 0 {
+        let mut messages = consumer.messages().await.context("read tenant events")?;
+        while pending > 0 {
+            let Some(msg) = messages.next().await else { break };
+            let msg = msg.context("receive a tenant event")?;
+            let info = msg.info().map_err(|e| anyhow::anyhow!("tenant event metadata: {e}"))?;
+            pending = info.pending;
+            if let Ok(event) = serde_json::from_slice::<TenantEvent>(&msg.payload) {
+                registry.fold(info.stream_sequence, event);
+            }
+        }
+    }
+    Ok(registry.list())
 }

@@ -6,12 +6,10 @@ use crate::apply::{self, Sequenced};
 
 /// Makes sure the projector has a checkpoint row and returns its sequence.
 pub async fn checkpoint(pool: &PgPool, projector: &str) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "insert into projector_checkpoints (projector, seq) values ($1, 0) on conflict do nothing",
-    )
-    .bind(projector)
-    .execute(pool)
-    .await?;
+    sqlx::query("insert into projector_checkpoints (projector, seq) values ($1, 0) on conflict do nothing")
+        .bind(projector)
+        .execute(pool)
+        .await?;
     let seq: i64 = sqlx::query_scalar("select seq from projector_checkpoints where projector = $1")
         .bind(projector)
         .fetch_one(pool)
@@ -31,11 +29,10 @@ pub async fn apply_batch(
     batch_max_seq: u64,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let old: i64 =
-        sqlx::query_scalar("select seq from projector_checkpoints where projector = $1 for update")
-            .bind(projector)
-            .fetch_one(&mut *tx)
-            .await?;
+    let old: i64 = sqlx::query_scalar("select seq from projector_checkpoints where projector = $1 for update")
+        .bind(projector)
+        .fetch_one(&mut *tx)
+        .await?;
     let rows = apply::plan(events, old as u64);
     if !rows.is_empty() {
         let v = &rows.versions;
@@ -77,13 +74,11 @@ pub async fn apply_batch(
     }
     let new = rows.checkpoint.max(batch_max_seq).max(old as u64);
     if new > old as u64 {
-        sqlx::query(
-            "update projector_checkpoints set seq = $2, updated_at = now() where projector = $1",
-        )
-        .bind(projector)
-        .bind(new as i64)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("update projector_checkpoints set seq = $2, updated_at = now() where projector = $1")
+            .bind(projector)
+            .bind(new as i64)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(new)

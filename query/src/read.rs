@@ -68,11 +68,7 @@ impl Queries {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let v = version_row(&row)?;
-        Ok(Some(if v.is_delete() {
-            ReadResult::Deleted(v)
-        } else {
-            ReadResult::Live(v)
-        }))
+        Ok(Some(if v.is_delete() { ReadResult::Deleted(v) } else { ReadResult::Live(v) }))
     }
 
     /// One version of a resource.
@@ -125,9 +121,8 @@ impl Queries {
 fn version_row(row: &sqlx::postgres::PgRow) -> Result<VersionRow, QueryError> {
     let version: i64 = row.try_get("version")?;
     Ok(VersionRow {
-        version: Version::new(version as u64).ok_or_else(|| {
-            QueryError::Internal(anyhow::anyhow!("stored version {version} is not positive"))
-        })?,
+        version: Version::new(version as u64)
+            .ok_or_else(|| QueryError::Internal(anyhow::anyhow!("stored version {version} is not positive")))?,
         op: row.try_get("op")?,
         last_updated: row.try_get("last_updated")?,
         resource: row.try_get("resource")?,

@@ -46,11 +46,7 @@ pub struct Commit {
 impl Commit {
     /// The commit of a single, stand-alone write.
     pub fn single(id: Uuid) -> Self {
-        Self {
-            id,
-            index: 0,
-            count: 1,
-        }
+        Self { id, index: 0, count: 1 }
     }
 }
 
@@ -100,13 +96,7 @@ pub struct TenantEvent {
 }
 
 impl TenantEvent {
-    pub fn new(
-        tenant: TenantId,
-        op: TenantEventOp,
-        actor: Actor,
-        name: String,
-        config: TenantConfig,
-    ) -> Self {
+    pub fn new(tenant: TenantId, op: TenantEventOp, actor: Actor, name: String, config: TenantConfig) -> Self {
         Self {
             schema: TENANT_EVENT_SCHEMA.to_owned(),
             event_id: Uuid::now_v7(),
@@ -146,14 +136,9 @@ mod tests {
             version: Version::FIRST,
             op: EventOp::Create,
             at: now(),
-            actor: Actor {
-                sub: "alice".into(),
-                client: None,
-            },
+            actor: Actor { sub: "alice".into(), client: None },
             commit: Commit::single(Uuid::now_v7()),
-            resource: Some(
-                RawValue::from_string(r#"{"resourceType":"Patient","id":"p.1"}"#.into()).unwrap(),
-            ),
+            resource: Some(RawValue::from_string(r#"{"resourceType":"Patient","id":"p.1"}"#.into()).unwrap()),
         };
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
         for field in [

@@ -55,19 +55,10 @@ impl OperationOutcome {
         Self::with_severity("information", IssueCode::Informational, diagnostics)
     }
 
-    fn with_severity(
-        severity: &'static str,
-        code: IssueCode,
-        diagnostics: impl Into<String>,
-    ) -> Self {
+    fn with_severity(severity: &'static str, code: IssueCode, diagnostics: impl Into<String>) -> Self {
         Self {
             resource_type: "OperationOutcome",
-            issue: vec![Issue {
-                severity,
-                code,
-                diagnostics: diagnostics.into(),
-                expression: vec![],
-            }],
+            issue: vec![Issue { severity, code, diagnostics: diagnostics.into(), expression: vec![] }],
         }
     }
 
@@ -86,8 +77,7 @@ mod tests {
 
     #[test]
     fn an_outcome_serializes_as_a_fhir_resource() {
-        let o =
-            OperationOutcome::error(IssueCode::NotFound, "Patient/1 is not known").at("Patient.id");
+        let o = OperationOutcome::error(IssueCode::NotFound, "Patient/1 is not known").at("Patient.id");
         let v = serde_json::to_value(o).unwrap();
         assert_eq!(v["resourceType"], "OperationOutcome");
         assert_eq!(v["issue"][0]["severity"], "error");

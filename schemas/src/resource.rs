@@ -120,20 +120,14 @@ impl Version {
 
     /// Parses a `meta.versionId` or `_history/{vid}` value.
     pub fn parse(s: &str) -> Result<Self, ResourceError> {
-        s.parse::<u64>()
-            .ok()
-            .and_then(Self::new)
-            .ok_or_else(|| ResourceError::InvalidVersion(truncate(s)))
+        s.parse::<u64>().ok().and_then(Self::new).ok_or_else(|| ResourceError::InvalidVersion(truncate(s)))
     }
 
     /// Parses an `ETag`/`If-Match` value: `W/"3"` (or `"3"`, or bare `3`).
     pub fn parse_etag(s: &str) -> Result<Self, ResourceError> {
         let s = s.trim();
         let s = s.strip_prefix("W/").unwrap_or(s);
-        let s = s
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .unwrap_or(s);
+        let s = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s);
         Self::parse(s)
     }
 
@@ -178,15 +172,7 @@ mod tests {
     fn official_types_parse_and_others_do_not() {
         assert_eq!(ResourceType::parse("Patient").unwrap().as_str(), "Patient");
         assert!(ResourceType::parse("ExplanationOfBenefit").is_ok());
-        for bad in [
-            "patient",
-            "Patients",
-            "",
-            "Patient.",
-            "*",
-            "Resource",
-            "DomainResource",
-        ] {
+        for bad in ["patient", "Patients", "", "Patient.", "*", "Resource", "DomainResource"] {
             assert!(ResourceType::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(ResourceType::all().count(), 146);
@@ -197,17 +183,7 @@ mod tests {
         for ok in ["a", "123", "a.b-c", &"x".repeat(64)] {
             assert!(ResourceId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "a_b",
-            "a b",
-            "a/b",
-            "..%2f",
-            "a*",
-            "a>",
-            &"x".repeat(65),
-            "é",
-        ] {
+        for bad in ["", "a_b", "a b", "a/b", "..%2f", "a*", "a>", &"x".repeat(65), "é"] {
             assert!(ResourceId::parse(bad).is_err(), "{bad}");
         }
         assert!(ResourceId::parse(ResourceId::generate().as_str()).is_ok());
@@ -226,9 +202,7 @@ mod tests {
 
     #[test]
     fn long_hostile_input_is_truncated_in_messages() {
-        let err = ResourceType::parse(&"A".repeat(10_000))
-            .unwrap_err()
-            .to_string();
+        let err = ResourceType::parse(&"A".repeat(10_000)).unwrap_err().to_string();
         assert!(err.len() < 200);
     }
 }

@@ -56,13 +56,9 @@ pub struct SubjectError(String);
 pub fn parse_resource_subject(subject: &str) -> Result<ResourceAddress, SubjectError> {
     let err = || SubjectError(subject.chars().take(200).collect());
     let mut parts = subject.split('.');
-    let (Some("fhir"), Some(t), Some(rt), Some(id), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("fhir"), Some(t), Some(rt), Some(id), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(err());
     };
     if id.contains('.') {
@@ -80,11 +76,7 @@ mod tests {
     use super::*;
 
     fn addr(t: &str, rt: &str, id: &str) -> (TenantId, ResourceType, ResourceId) {
-        (
-            TenantId::parse(t).unwrap(),
-            ResourceType::parse(rt).unwrap(),
-            ResourceId::parse(id).unwrap(),
-        )
+        (TenantId::parse(t).unwrap(), ResourceType::parse(rt).unwrap(), ResourceId::parse(id).unwrap())
     }
 
     #[test]

@@ -25,9 +25,7 @@ pub struct TenantId(String);
 /// Why a string is not a tenant name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantIdError {
-    #[error(
-        "tenant name must be 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-    )]
+    #[error("tenant name must be 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'")]
     Malformed,
     #[error("tenant name '{0}' is reserved")]
     Reserved(String),
@@ -40,16 +38,9 @@ impl TenantId {
         let b = s.as_bytes();
         let ok_inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
         let ok_edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-        let valid = !b.is_empty()
-            && b.len() <= 63
-            && b.iter().all(ok_inner)
-            && ok_edge(&b[0])
-            && ok_edge(&b[b.len() - 1]);
-        if valid {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(TenantIdError::Malformed)
-        }
+        let valid =
+            !b.is_empty() && b.len() <= 63 && b.iter().all(ok_inner) && ok_edge(&b[0]) && ok_edge(&b[b.len() - 1]);
+        if valid { Ok(Self(s.to_owned())) } else { Err(TenantIdError::Malformed) }
     }
 
     /// Parses a name for a tenant that is about to be created: reserved
@@ -106,11 +97,22 @@ pub struct TenantConfig {
 }
 
 impl TenantConfig {
+    /// Checks that every type named is an R4 resource type.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, types) in [("allowed_types", &self.allowed_types), ("shared_reads", &self.shared_reads)] {
+            for t in types.iter().flatten() {
+                crate::ResourceType::parse(t).map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
+        if self.max_body_bytes == Some(0) {
+            return Err("max_body_bytes must be positive".into());
+        }
+        Ok(())
+    }
+
     /// Whether this tenant may use resources of `resource_type`.
     pub fn allows(&self, resource_type: &str) -> bool {
-        self.allowed_types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|t| t == resource_type))
+        self.allowed_types.as_ref().is_none_or(|types| types.iter().any(|t| t == resource_type))
     }
 }
 
@@ -127,20 +129,7 @@ mod tests {
 
     #[test]
     fn names_that_could_break_a_subject_or_path_are_refused() {
-        for n in [
-            "",
-            "-a",
-            "a-",
-            "Acme",
-            "a.b",
-            "a*",
-            ">",
-            "a b",
-            "a_b",
-            "a/b",
-            "é",
-            &"x".repeat(64),
-        ] {
+        for n in ["", "-a", "a-", "Acme", "a.b", "a*", ">", "a b", "a_b", "a/b", "é", &"x".repeat(64)] {
             assert_eq!(TenantId::parse(n), Err(TenantIdError::Malformed), "{n:?}");
         }
     }
@@ -149,21 +138,22 @@ mod tests {
     fn reserved_names_are_addressable_but_not_creatable() {
         assert!(TenantId::parse("shared").unwrap().is_shared());
         for n in RESERVED_TENANT_NAMES {
-            assert!(matches!(
-                TenantId::parse_new(n),
-                Err(TenantIdError::Reserved(_))
-            ));
+            assert!(matches!(TenantId::parse_new(n), Err(TenantIdError::Reserved(_))));
         }
+    }
+
+    #[test]
+    fn a_config_naming_a_non_r4_type_is_invalid() {
+        let bad = TenantConfig { allowed_types: Some(vec!["Patient".into(), "Nope".into()]), ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("Nope"));
+        assert!(TenantConfig::default().validate().is_ok());
     }
 
     #[test]
     fn config_without_allowed_types_allows_everything() {
         let all = TenantConfig::default();
         assert!(all.allows("Patient"));
-        let some = TenantConfig {
-            allowed_types: Some(vec!["Patient".into()]),
-            ..Default::default()
-        };
+        let some = TenantConfig { allowed_types: Some(vec!["Patient".into()]), ..Default::default() };
         assert!(some.allows("Patient"));
         assert!(!some.allows("Observation"));
     }

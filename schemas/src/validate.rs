@@ -18,10 +18,7 @@ pub enum ValidationError {
     #[error("the resource has no resourceType")]
     MissingResourceType,
     #[error("resourceType '{found}' does not match the URL's type '{expected}'")]
-    TypeMismatch {
-        expected: ResourceType,
-        found: String,
-    },
+    TypeMismatch { expected: ResourceType, found: String },
     #[error("the resource id '{body}' does not match the URL's id '{url}'")]
     IdMismatch { url: ResourceId, body: String },
     #[error("an update must carry the resource id in its body (id '{0}' expected)")]
@@ -57,20 +54,13 @@ pub enum Expect<'a> {
 }
 
 /// Parses and checks a resource body, returning the resource object.
-pub fn parse_resource(
-    body: &[u8],
-    expect: Expect<'_>,
-) -> Result<Map<String, Value>, ValidationError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ValidationError::NotJson(e.to_string()))?;
+pub fn parse_resource(body: &[u8], expect: Expect<'_>) -> Result<Map<String, Value>, ValidationError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ValidationError::NotJson(e.to_string()))?;
     check_resource(value, expect)
 }
 
 /// Checks an already parsed resource (e.g. a Bundle entry).
-pub fn check_resource(
-    value: Value,
-    expect: Expect<'_>,
-) -> Result<Map<String, Value>, ValidationError> {
+pub fn check_resource(value: Value, expect: Expect<'_>) -> Result<Map<String, Value>, ValidationError> {
     let Value::Object(resource) = value else {
         return Err(ValidationError::NotObject);
     };
@@ -81,13 +71,8 @@ pub fn check_resource(
         None => return Err(ValidationError::MissingResourceType),
         Some(Value::String(t)) if t == expected.as_str() => {}
         Some(other) => {
-            let found = other
-                .as_str()
-                .map_or_else(|| other.to_string(), str::to_owned);
-            return Err(ValidationError::TypeMismatch {
-                expected,
-                found: found.chars().take(70).collect(),
-            });
+            let found = other.as_str().map_or_else(|| other.to_string(), str::to_owned);
+            return Err(ValidationError::TypeMismatch { expected, found: found.chars().take(70).collect() });
         }
     }
     if let Expect::Update(_, url_id) = expect {
@@ -98,13 +83,8 @@ pub fn check_resource(
                 return Err(ValidationError::InvalidId(id.chars().take(70).collect()));
             }
             Some(other) => {
-                let body = other
-                    .as_str()
-                    .map_or_else(|| other.to_string(), str::to_owned);
-                return Err(ValidationError::IdMismatch {
-                    url: url_id.clone(),
-                    body: body.chars().take(70).collect(),
-                });
+                let body = other.as_str().map_or_else(|| other.to_string(), str::to_owned);
+                return Err(ValidationError::IdMismatch { url: url_id.clone(), body: body.chars().take(70).collect() });
             }
         }
     }
@@ -125,9 +105,7 @@ pub fn check_resource(
 fn first_empty(value: &Value) -> Option<String> {
     match value {
         Value::Object(map) if map.is_empty() => Some(String::new()),
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(k, v)| first_empty(v).map(|rest| format!(".{k}{rest}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| first_empty(v).map(|rest| format!(".{k}{rest}"))),
         Value::Array(items) if items.is_empty() => Some(String::new()),
         Value::Array(items) => items.iter().find_map(first_empty),
         Value::String(s) if s.is_empty() => Some(String::new()),
@@ -145,10 +123,7 @@ mod tests {
 
     #[test]
     fn a_well_formed_patient_is_accepted() {
-        let r = parse_resource(
-            br#"{"resourceType":"Patient","name":[{"family":"Smith"}]}"#,
-            Expect::Create(patient()),
-        );
+        let r = parse_resource(br#"{"resourceType":"Patient","name":[{"family":"Smith"}]}"#, Expect::Create(patient()));
         assert!(r.is_ok());
     }
 
@@ -156,40 +131,24 @@ mod tests {
     fn each_structural_mistake_is_named() {
         let id = ResourceId::parse("p1").unwrap();
         let cases: Vec<(&[u8], Expect<'_>, fn(&ValidationError) -> bool)> = vec![
-            (b"{", Expect::Create(patient()), |e| {
-                matches!(e, ValidationError::NotJson(_))
+            (b"{", Expect::Create(patient()), |e| matches!(e, ValidationError::NotJson(_))),
+            (b"[1]", Expect::Create(patient()), |e| matches!(e, ValidationError::NotObject)),
+            (br#"{"id":"x"}"#, Expect::Create(patient()), |e| matches!(e, ValidationError::MissingResourceType)),
+            (br#"{"resourceType":"Observation"}"#, Expect::Create(patient()), |e| {
+                matches!(e, ValidationError::TypeMismatch { .. })
             }),
-            (b"[1]", Expect::Create(patient()), |e| {
-                matches!(e, ValidationError::NotObject)
+            (br#"{"resourceType":"Patient"}"#, Expect::Update(patient(), &id), |e| {
+                matches!(e, ValidationError::MissingId(_))
             }),
-            (br#"{"id":"x"}"#, Expect::Create(patient()), |e| {
-                matches!(e, ValidationError::MissingResourceType)
+            (br#"{"resourceType":"Patient","id":"p2"}"#, Expect::Update(patient(), &id), |e| {
+                matches!(e, ValidationError::IdMismatch { .. })
             }),
-            (
-                br#"{"resourceType":"Observation"}"#,
-                Expect::Create(patient()),
-                |e| matches!(e, ValidationError::TypeMismatch { .. }),
-            ),
-            (
-                br#"{"resourceType":"Patient"}"#,
-                Expect::Update(patient(), &id),
-                |e| matches!(e, ValidationError::MissingId(_)),
-            ),
-            (
-                br#"{"resourceType":"Patient","id":"p2"}"#,
-                Expect::Update(patient(), &id),
-                |e| matches!(e, ValidationError::IdMismatch { .. }),
-            ),
-            (
-                br#"{"resourceType":"Patient","id":"p_1"}"#,
-                Expect::Update(patient(), &id),
-                |e| matches!(e, ValidationError::InvalidId(_)),
-            ),
-            (
-                br#"{"resourceType":"Patient","meta":"x"}"#,
-                Expect::Create(patient()),
-                |e| matches!(e, ValidationError::InvalidMeta),
-            ),
+            (br#"{"resourceType":"Patient","id":"p_1"}"#, Expect::Update(patient(), &id), |e| {
+                matches!(e, ValidationError::InvalidId(_))
+            }),
+            (br#"{"resourceType":"Patient","meta":"x"}"#, Expect::Create(patient()), |e| {
+                matches!(e, ValidationError::InvalidMeta)
+            }),
             (
                 br#"{"resourceType":"Patient","name":[]}"#,
                 Expect::Create(patient()),
@@ -198,31 +157,18 @@ mod tests {
         ];
         for (body, expect, is_expected) in cases {
             let err = parse_resource(body, expect).unwrap_err();
-            assert!(
-                is_expected(&err),
-                "{}: {err:?}",
-                String::from_utf8_lossy(body)
-            );
+            assert!(is_expected(&err), "{}: {err:?}", String::from_utf8_lossy(body));
         }
     }
 
     #[test]
     fn a_create_ignores_the_body_id() {
-        assert!(
-            parse_resource(
-                br#"{"resourceType":"Patient","id":"whatever"}"#,
-                Expect::Create(patient())
-            )
-            .is_ok()
-        );
+        assert!(parse_resource(br#"{"resourceType":"Patient","id":"whatever"}"#, Expect::Create(patient())).is_ok());
     }
 
     #[test]
     fn absurdly_deep_json_is_refused_not_overflowed() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(
-            parse_resource(deep.as_bytes(), Expect::Create(patient())),
-            Err(ValidationError::NotJson(_))
-        ));
+        assert!(matches!(parse_resource(deep.as_bytes(), Expect::Create(patient())), Err(ValidationError::NotJson(_))));
     }
 }

@@ -1,0 +1,137 @@
+//! Command-line and environment configuration: one typed config per
+//! subcommand, every setting a flag with a `FHIRSTREAM_*` fallback. Nothing
+//! else in the program reads the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "fhirstream", version, about = "Event-sourced, multitenant FHIR R4 resource store")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (all roles by default).
+    Serve(ServeArgs),
+    /// Manage tenants directly on the event stream.
+    Tenants(TenantsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `fhirstream=debug,info`.
+    #[arg(long, env = "FHIRSTREAM_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "FHIRSTREAM_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+/// Where the event stream and the read models are.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    #[arg(long, env = "FHIRSTREAM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    #[arg(long, env = "FHIRSTREAM_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/fhirstream")]
+    pub database_url: String,
+    /// Name of the resource stream (subjects `fhir.>`).
+    #[arg(long, env = "FHIRSTREAM_STREAM", default_value = "FHIR")]
+    pub stream: String,
+    /// Name of the tenant-registry stream (subjects `fhirstream.tenants.>`).
+    #[arg(long, env = "FHIRSTREAM_TENANT_STREAM", default_value = "FHIRSTREAM_TENANTS")]
+    pub tenant_stream: String,
+    /// Replicas of each stream (3 on a NATS cluster).
+    #[arg(long, env = "FHIRSTREAM_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// How long a write waits for JetStream's acknowledgement, in ms.
+    #[arg(long, env = "FHIRSTREAM_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    pub publish_timeout_ms: u64,
+}
+
+impl ConnArgs {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+/// A part of the server that can run on its own machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The write API: validates writes and appends events.
+    Command,
+    /// Folds events into the PostgreSQL read models.
+    Projector,
+    /// The read API.
+    Query,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Address to listen on.
+    #[arg(long, env = "FHIRSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Public base URL used in Location headers and Bundle links
+    /// (default: http://{listen address}).
+    #[arg(long, env = "FHIRSTREAM_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Roles this process runs.
+    #[arg(long, env = "FHIRSTREAM_ROLES", value_delimiter = ',', default_value = "command,projector,query")]
+    pub roles: Vec<Role>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a write waits for its projection before answering anyway
+    /// (with `X-Fhirstream-Projection: pending`), in ms.
+    #[arg(long, env = "FHIRSTREAM_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 2000)]
+    pub read_your_writes_timeout_ms: u64,
+    /// Name of the projector (its consumer, checkpoint and lock).
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
+    pub projector_name: String,
+    /// Most events the projector applies in one transaction.
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH", default_value_t = 1000)]
+    pub projector_batch: usize,
+    /// PostgreSQL connections of this process.
+    #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+impl ServeArgs {
+    pub fn read_your_writes_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_your_writes_timeout_ms)
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TenantsArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub action: TenantAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    /// Create a tenant.
+    Create {
+        /// Tenant name (a-z, 0-9, '-'; at most 63 characters).
+        id: String,
+        /// Display name (default: the tenant name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants.
+    List,
+}

@@ -1,0 +1,156 @@
+//! Extractors that parse the URL once into domain types and check the
+//! tenant exists, and the FHIR body extractor (media type, size limit).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::{HeaderMap, header, request::Parts};
+
+use projector::TenantState;
+use schemas::{ResourceId, ResourceType, TenantId, Version};
+
+use super::{ApiError, SharedState};
+
+/// A request inside an existing tenant.
+#[derive(Debug, Clone)]
+pub(super) struct InTenant {
+    pub(super) tenant: TenantId,
+    pub(super) state: TenantState,
+}
+
+/// `/{tenant}/{type}`.
+#[derive(Debug, Clone)]
+pub(super) struct TypeTarget {
+    pub(super) t: InTenant,
+    pub(super) rt: ResourceType,
+}
+
+/// `/{tenant}/{type}/{id}`.
+#[derive(Debug, Clone)]
+pub(super) struct InstanceTarget {
+    pub(super) t: InTenant,
+    pub(super) rt: ResourceType,
+    pub(super) id: ResourceId,
+}
+
+/// `/{tenant}/{type}/{id}/_history/{vid}`.
+#[derive(Debug, Clone)]
+pub(super) struct VersionTarget {
+    pub(super) i: InstanceTarget,
+    pub(super) vid: Version,
+}
+
+async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, HashMap<String, String>), ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::invalid("the URL could not be decoded"))?;
+    let raw = params.get("tenant").map(String::as_str).unwrap_or_default();
+    // A malformed tenant name cannot exist: the same 404 as an unknown one.
+    let unknown = || ApiError::NotFound("unknown tenant".into());
+    let tenant = TenantId::parse(raw).map_err(|_| unknown())?;
+    let state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+    Ok((InTenant { tenant, state }, params))
+}
+
+fn resource_type(t: &InTenant, params: &HashMap<String, String>) -> Result<ResourceType, ApiError> {
+    let raw = params.get("rtype").map(String::as_str).unwrap_or_default();
+    let rt = ResourceType::parse(raw).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    if !t.state.config.allows(rt.as_str()) {
+        return Err(ApiError::NotFound(format!("resource type {rt} is not enabled for this tenant")));
+    }
+    Ok(rt)
+}
+
+fn resource_id(params: &HashMap<String, String>) -> Result<ResourceId, ApiError> {
+    let raw = params.get("id").map(String::as_str).unwrap_or_default();
+    ResourceId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string(), Some("id".into())))
+}
+
+impl FromRequestParts<SharedState> for InTenant {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        Ok(params(parts, state).await?.0)
+    }
+}
+
+impl FromRequestParts<SharedState> for TypeTarget {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let (t, p) = params(parts, state).await?;
+        let rt = resource_type(&t, &p)?;
+        Ok(Self { t, rt })
+    }
+}
+
+impl FromRequestParts<SharedState> for InstanceTarget {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let (t, p) = params(parts, state).await?;
+        let rt = resource_type(&t, &p)?;
+        let id = resource_id(&p)?;
+        Ok(Self { t, rt, id })
+    }
+}
+
+impl FromRequestParts<SharedState> for VersionTarget {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let (t, p) = params(parts, state).await?;
+        let rt = resource_type(&t, &p)?;
+        let id = resource_id(&p)?;
+        let raw = p.get("vid").map(String::as_str).unwrap_or_default();
+        let vid = Version::parse(raw).map_err(|e| ApiError::Invalid(e.to_string(), None))?;
+        Ok(Self { i: InstanceTarget { t, rt, id }, vid })
+    }
+}
+
+/// A FHIR JSON request body, read up to the configured size limit.
+pub(super) struct FhirBody(pub(super) Bytes);
+
+impl FromRequest<SharedState> for FhirBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        check_json_media_type(req.headers())?;
+        let limit = state.settings.max_body_bytes;
+        let too_large = || ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes"));
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(e) => {
+                let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit");
+                Err(if over { too_large() } else { ApiError::invalid("the request body could not be read") })
+            }
+        }
+    }
+}
+
+fn check_json_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType("a Content-Type of application/fhir+json is required".into()));
+    };
+    let essence = ct.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/fhir+json" | "application/json" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{}' is not supported; send application/fhir+json",
+            essence.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+/// The version in an `If-Match` header, if one was sent.
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| {
+            let s = v.to_str().map_err(|_| ApiError::invalid("If-Match is not readable"))?;
+            Version::parse_etag(s).map_err(|_| ApiError::invalid(format!("If-Match '{s}' is not a FHIR version ETag")))
+        })
+        .transpose()
+}

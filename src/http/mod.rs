@@ -1,0 +1,73 @@
+//! The HTTP edge: routing, extraction, auth and error mapping for the FHIR
+//! and admin APIs. Handlers are thin: they parse, call the command or query
+//! service, and shape the FHIR response.
+
+mod admin;
+mod auth;
+mod bundle;
+pub mod error;
+mod extract;
+mod metadata;
+mod read;
+pub mod response;
+mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+
+use command::{AppliedWatch, Commands};
+use projector::TenantRegistry;
+use query::Queries;
+
+pub use error::ApiError;
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Public base URL, without a trailing slash.
+    pub base_url: String,
+    pub max_body_bytes: usize,
+    pub read_your_writes_timeout: Duration,
+}
+
+/// What every handler can reach. Roles this process does not run are `None`.
+pub struct AppState {
+    pub settings: HttpSettings,
+    pub tenants: TenantRegistry,
+    pub commands: Option<Commands>,
+    pub applied: Option<AppliedWatch>,
+    pub queries: Option<Queries>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole HTTP API.
+pub fn router(state: SharedState) -> Router {
+    let fhir = Router::new()
+        .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
+        .route("/fhir/{tenant}/{rtype}", axum::routing::post(write::create))
+        .route("/fhir/{tenant}/{rtype}/{id}", get(read::read).put(write::update).delete(write::delete))
+        .route("/fhir/{tenant}/{rtype}/{id}/_history", get(read::history))
+        .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread));
+    let admin = Router::new()
+        .route("/admin/tenants", get(admin::list).post(admin::create))
+        .route("/admin/tenants/{tenant}", get(admin::get));
+    Router::new()
+        .merge(fhir)
+        .merge(admin)
+        .route("/health", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not supported on this URL"))
+}

@@ -1,0 +1,103 @@
+//! Read, vread and instance history.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use query::{Queries, ReadResult};
+
+use super::bundle::{self, Link};
+use super::extract::{InstanceTarget, VersionTarget};
+use super::response::{fhir_json, version_headers};
+use super::{ApiError, SharedState};
+
+const DEFAULT_HISTORY_COUNT: u32 = 100;
+const MAX_HISTORY_COUNT: u32 = 1000;
+
+fn queries(state: &SharedState) -> Result<&Queries, ApiError> {
+    state.queries.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not serve reads".into()))
+}
+
+/// The one "not found" of an instance: identical whether the id never
+/// existed or exists only in another tenant.
+fn not_found(t: &InstanceTarget) -> ApiError {
+    ApiError::NotFound(format!("{}/{} is not known", t.rt, t.id))
+}
+
+/// `GET /fhir/{tenant}/{type}/{id}`
+pub(super) async fn read(State(state): State<SharedState>, target: InstanceTarget) -> Result<Response, ApiError> {
+    match queries(&state)?.read(&target.t.tenant, target.rt, &target.id).await? {
+        None => Err(not_found(&target)),
+        Some(ReadResult::Deleted(v)) => {
+            let mut res = ApiError::Gone(format!("{}/{} was deleted", target.rt, target.id)).into_response_with();
+            version_headers(res.headers_mut(), v.version, &v.last_updated);
+            Ok(res)
+        }
+        Some(ReadResult::Live(v)) => {
+            let mut res = fhir_json(StatusCode::OK, v.resource.unwrap_or_default());
+            version_headers(res.headers_mut(), v.version, &v.last_updated);
+            Ok(res)
+        }
+    }
+}
+
+/// `GET /fhir/{tenant}/{type}/{id}/_history/{vid}`
+pub(super) async fn vread(State(state): State<SharedState>, target: VersionTarget) -> Result<Response, ApiError> {
+    let t = &target.i;
+    let row = queries(&state)?.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
+    let Some(v) = row else {
+        return Err(ApiError::NotFound(format!("version {} of {}/{} is not known", target.vid, t.rt, t.id)));
+    };
+    let mut res = if v.is_delete() {
+        ApiError::Gone(format!("version {} of {}/{} is a deletion", target.vid, t.rt, t.id)).into_response_with()
+    } else {
+        fhir_json(StatusCode::OK, v.resource.unwrap_or_default())
+    };
+    version_headers(res.headers_mut(), v.version, &v.last_updated);
+    Ok(res)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryParams {
+    #[serde(rename = "_count")]
+    count: Option<String>,
+}
+
+/// `GET /fhir/{tenant}/{type}/{id}/_history`: newest first.
+pub(super) async fn history(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    Query(params): Query<HistoryParams>,
+) -> Result<Response, ApiError> {
+    let count = match params.count.as_deref() {
+        None => DEFAULT_HISTORY_COUNT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .map_err(|_| ApiError::Invalid(format!("_count '{raw}' is not a non-negative integer"), None))?
+            .min(MAX_HISTORY_COUNT),
+    };
+    let rows = queries(&state)?.history(&target.t.tenant, target.rt, &target.id, count).await?;
+    // Versions are contiguous from 1, so the newest version is the total;
+    // with _count=0 the total needs the newest version all the same.
+    let total = match rows.first() {
+        Some(newest) => newest.version.get(),
+        None => match queries(&state)?.read(&target.t.tenant, target.rt, &target.id).await? {
+            Some(ReadResult::Live(v) | ReadResult::Deleted(v)) => v.version.get(),
+            None => return Err(not_found(&target)),
+        },
+    };
+    let relative = format!("{}/{}", target.rt, target.id);
+    let url = format!("{}/fhir/{}/{relative}", state.settings.base_url, target.t.tenant);
+    let links = vec![Link { relation: "self", url: format!("{url}/_history?_count={count}") }];
+    let bundle = bundle::history(&url, &relative, total, links, rows);
+    let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+impl ApiError {
+    /// The error as a response, to which headers can still be added.
+    fn into_response_with(self) -> Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}

@@ -1,0 +1,123 @@
+//! Create, update and delete.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use command::{Commands, Written};
+
+use super::auth::Caller;
+use super::extract::{FhirBody, InstanceTarget, TypeTarget, if_match};
+use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
+use super::{ApiError, SharedState};
+
+/// Request header with which a client opts out of read-your-writes.
+const CONSISTENCY_HEADER: &str = "x-fhirstream-consistency";
+
+fn commands(state: &SharedState) -> Result<&Commands, ApiError> {
+    state.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
+}
+
+/// `POST /fhir/{tenant}/{type}`
+pub(super) async fn create(
+    State(state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    if headers.contains_key("if-none-exist") {
+        return Err(ApiError::NotImplemented("conditional create (If-None-Exist) is not supported yet".into()));
+    }
+    let written = commands(&state)?.create(&target.t.tenant, &caller.actor, target.rt, &body).await?;
+    let location = format!(
+        "{}/fhir/{}/{}/{}/_history/{}",
+        state.settings.base_url, target.t.tenant, target.rt, written.id, written.version
+    );
+    let mut res = respond(&state, &headers, StatusCode::CREATED, written).await;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v.clone());
+        res.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `PUT /fhir/{tenant}/{type}/{id}`
+pub(super) async fn update(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    let if_match = if_match(&headers)?;
+    let written = commands(&state)?
+        .update(&target.t.tenant, &caller.actor, target.rt, target.id.clone(), &body, if_match)
+        .await?;
+    let status = if written.version.get() == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    let location = format!(
+        "{}/fhir/{}/{}/{}/_history/{}",
+        state.settings.base_url, target.t.tenant, target.rt, written.id, written.version
+    );
+    let mut res = respond(&state, &headers, status, written).await;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        if status == StatusCode::CREATED {
+            res.headers_mut().insert(header::LOCATION, v.clone());
+        }
+        res.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `DELETE /fhir/{tenant}/{type}/{id}`: 204 whether or not there was
+/// anything to delete (deletes are idempotent in FHIR).
+pub(super) async fn delete(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let if_match = if_match(&headers)?;
+    let written = commands(&state)?.delete(&target.t.tenant, &caller.actor, target.rt, target.id, if_match).await?;
+    let mut res = fhir_json(StatusCode::NO_CONTENT, "");
+    res.headers_mut().remove(header::CONTENT_TYPE);
+    if let Some(w) = written {
+        version_headers(res.headers_mut(), w.version, &w.last_updated);
+        let projection = settle(&state, &headers, w.seq).await;
+        res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
+    }
+    Ok(res)
+}
+
+/// The response to a stored write: waits for read-your-writes, then honours
+/// `Prefer: return=...`.
+async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, written: Written) -> Response {
+    let projection = settle(state, headers, written.seq).await;
+    let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let body = if prefer.contains("return=minimal") {
+        String::new()
+    } else {
+        written.resource.map(|r| Box::<str>::from(r).into_string()).unwrap_or_default()
+    };
+    let mut res = fhir_json(status, body);
+    version_headers(res.headers_mut(), written.version, &written.last_updated);
+    res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
+    res
+}
+
+/// Waits until the projector has applied `seq`, unless the client opted
+/// out. The write is durable either way; the header says which it is.
+async fn settle(state: &SharedState, headers: &HeaderMap, seq: u64) -> HeaderValue {
+    let eventual = headers
+        .get(CONSISTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("eventual"));
+    let Some(applied) = state.applied.as_ref().filter(|_| !eventual) else {
+        return HeaderValue::from_static("skipped");
+    };
+    if applied.wait_for(seq, state.settings.read_your_writes_timeout).await {
+        HeaderValue::from_static("applied")
+    } else {
+        HeaderValue::from_static("pending")
+    }
+}

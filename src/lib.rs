@@ -1,0 +1,11 @@
+//! fhirstream: an event-sourced, multitenant FHIR R4 resource store.
+//!
+//! This crate is the binary's library half: configuration, the HTTP edge
+//! and start-up wiring. The domain lives in the workspace crates
+//! (`schemas`, `command`, `projector`, `query`).
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

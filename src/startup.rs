@@ -1,0 +1,196 @@
+//! Building and running the server: `App::build` connects, migrates and
+//! binds; `port()` tells tests where it listens; `run_until_stopped` serves
+//! until the shutdown future resolves, then drains.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use tracing::{info, info_span, warn};
+
+use command::{AppliedWatch, Commands, EventStore, StreamNames};
+use projector::{Projector, ProjectorConfig, TenantRegistry};
+use query::Queries;
+
+use crate::config::{ConnArgs, Role, ServeArgs};
+use crate::http::{self, AppState, HttpSettings};
+
+/// The oldest NATS server fhirstream runs on: older ones silently ignore
+/// consumer settings it relies on and lack atomic batch publish.
+pub const MIN_NATS_VERSION: (u64, u64) = (2, 12);
+
+/// A built, bound, not yet running server.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    base_url: String,
+    projector: Option<Projector>,
+}
+
+impl App {
+    pub async fn build(cfg: ServeArgs) -> anyhow::Result<Self> {
+        let nats = connect_nats(&cfg.conn).await?;
+        let pool = connect_pg(&cfg.conn, cfg.db_pool_size).await?;
+        projector::migrate::run(&pool).await.context("migrate the read models")?;
+        let store = open_store(&cfg.conn, nats.clone()).await?;
+        let tenants = TenantRegistry::follow(store.jetstream(), &cfg.conn.tenant_stream).await?;
+
+        let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+        let base_url = match &cfg.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let applied = match cfg.has(Role::Command) {
+            true => Some(AppliedWatch::follow(&nats, &cfg.projector_name).await.context("follow the projector")?),
+            false => None,
+        };
+        let state = Arc::new(AppState {
+            settings: HttpSettings {
+                base_url: base_url.clone(),
+                max_body_bytes: cfg.max_body_bytes,
+                read_your_writes_timeout: cfg.read_your_writes_timeout(),
+            },
+            tenants,
+            commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
+            applied,
+            queries: cfg.has(Role::Query).then(|| Queries::new(pool.clone())),
+        });
+        let projector = cfg.has(Role::Projector).then(|| {
+            let pcfg = ProjectorConfig {
+                name: cfg.projector_name.clone(),
+                stream: cfg.conn.stream.clone(),
+                batch_size: cfg.projector_batch,
+                ..Default::default()
+            };
+            Projector::new(pcfg, nats.clone(), pool.clone())
+        });
+        let router = http::router(state).layer(TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<_>| info_span!("request", method = %req.method(), path = %req.uri().path()),
+        ));
+        Ok(Self { listener, router, base_url, projector })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, finishes
+    /// in-flight requests and the projector's current batch.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone().cancelled_owned())));
+        info!(base_url = %self.base_url, "fhirstream listening");
+        let stop = token.clone();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.cancel();
+            })
+            .await
+            .context("serve HTTP")?;
+        token.cancel();
+        if let Some(handle) = projector {
+            match tokio::time::timeout(Duration::from_secs(10), handle).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "projector stopped with an error"),
+                Ok(Err(e)) => warn!(error = %e, "projector task failed"),
+                Err(_) => warn!("projector did not stop within 10 s"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Connects to NATS and refuses servers older than [`MIN_NATS_VERSION`].
+pub async fn connect_nats(conn: &ConnArgs) -> anyhow::Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name("fhirstream")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&conn.nats_url)
+        .await
+        .with_context(|| format!("connect to NATS at {}", conn.nats_url))?;
+    let version = client.server_info().version;
+    check_nats_version(&version)?;
+    if !client.server_info().jetstream {
+        anyhow::bail!("the NATS server at {} has JetStream disabled; start it with -js", conn.nats_url);
+    }
+    Ok(client)
+}
+
+/// Whether a NATS server version is new enough, with advice if not.
+pub fn check_nats_version(version: &str) -> anyhow::Result<()> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_NATS_VERSION {
+        anyhow::bail!(
+            "NATS server {version} is too old: fhirstream needs {}.{} or newer (older servers silently ignore \
+             consumer filters and lack atomic batch publish). Run `scripts/ensure-nats.sh` (or `make run`) to \
+             start a suitable one, or point --nats-url / FHIRSTREAM_NATS_URL at one.",
+            MIN_NATS_VERSION.0,
+            MIN_NATS_VERSION.1
+        );
+    }
+    Ok(())
+}
+
+pub async fn connect_pg(conn: &ConnArgs, size: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(size.max(2))
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&conn.database_url)
+        .await
+        .with_context(|| format!("connect to PostgreSQL at {}", redact(&conn.database_url)))
+}
+
+pub async fn open_store(conn: &ConnArgs, nats: async_nats::Client) -> anyhow::Result<EventStore> {
+    let names = StreamNames {
+        resources: conn.stream.clone(),
+        tenants: conn.tenant_stream.clone(),
+        replicas: conn.stream_replicas,
+    };
+    EventStore::open(nats, &names, conn.publish_timeout()).await
+}
+
+/// A URL with its password replaced, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_versions_below_2_12_are_refused_with_advice() {
+        for old in ["2.9.10", "2.11.4", "v2.10.0", "1.4.0"] {
+            let err = check_nats_version(old).unwrap_err().to_string();
+            assert!(err.contains("too old") && err.contains("ensure-nats"), "{old}: {err}");
+        }
+        for ok in ["2.12.0", "2.15.1", "v2.15.1-beta", "3.0.0"] {
+            assert!(check_nats_version(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

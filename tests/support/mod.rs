@@ -1,0 +1,262 @@
+//! Test support: real NATS and PostgreSQL for every test app.
+//!
+//! Each `TestApp` gets its own nats-server process (a fresh JetStream store
+//! in a temporary directory, on a free loopback port) and its own database,
+//! so tests never share a stream, a projector or a checkpoint, and run in
+//! parallel under nextest or cargo test alike. `make test` provides the
+//! nats-server binary (`FHIRSTREAM_TEST_NATS_SERVER`) and the PostgreSQL
+//! admin URL (`FHIRSTREAM_PG_ADMIN_URL`).
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fhirstream::config::{ConnArgs, Role, ServeArgs};
+use fhirstream::startup::App;
+use serde_json::{Value, json};
+use sqlx::{Connection as _, Executor as _};
+
+pub fn nats_server_bin() -> String {
+    std::env::var("FHIRSTREAM_TEST_NATS_SERVER").unwrap_or_else(|_| {
+        panic!(
+            "FHIRSTREAM_TEST_NATS_SERVER is not set: run the tests with `make test`, which provides nats-server >= 2.12"
+        )
+    })
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("FHIRSTREAM_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+}
+
+/// A private nats-server with JetStream.
+pub struct TestNats {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestNats {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for JetStream");
+        let port = free_port();
+        let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir };
+        nats.restart();
+        nats
+    }
+
+    /// Starts (again) on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not come up on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.expect("connect to test NATS")
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fresh database on the shared PostgreSQL (dropped by the next
+/// `make test`, since a test process may be killed before it can clean up).
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let admin = pg_admin_url();
+        let name = format!("fhirstream_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the PostgreSQL admin URL");
+        conn.execute(sqlx::AssertSqlSafe(format!("create database {name}"))).await.expect("create a test database");
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
+        Self { url: format!("{server}/{name}"), name }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.expect("connect to the test database")
+    }
+}
+
+/// Configuration for a test server on a free port.
+pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
+    ServeArgs {
+        conn: ConnArgs {
+            nats_url: nats.url.clone(),
+            database_url: db.url.clone(),
+            stream: "FHIR".into(),
+            tenant_stream: "FHIRSTREAM_TENANTS".into(),
+            stream_replicas: 1,
+            publish_timeout_ms: 5000,
+        },
+        listen: "127.0.0.1:0".parse().expect("listen addr"),
+        base_url: None,
+        roles: vec![Role::Command, Role::Projector, Role::Query],
+        max_body_bytes: 64 * 1024,
+        read_your_writes_timeout_ms: 5000,
+        projector_name: "main".into(),
+        projector_batch: 500,
+        db_pool_size: 8,
+    }
+}
+
+/// A running fhirstream with its own NATS and database.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub nats: TestNats,
+    pub db: TestDb,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        fhirstream::telemetry::init(&fhirstream::config::LogArgs { log: "warn".into(), log_json: false });
+        let nats = TestNats::start();
+        let db = TestDb::create().await;
+        let mut cfg = serve_args(&nats, &db);
+        configure(&mut cfg);
+        let app = App::build(cfg).await.expect("build the app");
+        let base = app.base_url().to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        Self { base, http: reqwest::Client::new(), nats, db, stop: Some(tx), handle: Some(handle) }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn fhir(&self, tenant: &str, path: &str) -> String {
+        format!("{}/fhir/{tenant}/{path}", self.base)
+    }
+
+    /// Creates a tenant with a unique name and returns the name.
+    pub async fn tenant(&self, prefix: &str) -> String {
+        let id = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let res = self
+            .http
+            .post(self.url("/admin/tenants"))
+            .json(&json!({ "id": id, "name": format!("Test tenant {id}") }))
+            .send()
+            .await
+            .expect("POST /admin/tenants");
+        assert_eq!(res.status(), 201, "creating tenant {id}: {}", res.text().await.unwrap_or_default());
+        id
+    }
+
+    /// Creates a tenant by appending its event to the stream directly, as
+    /// `fhirstream tenants create` does (for nodes without the command role).
+    pub async fn tenant_via_stream(&self, prefix: &str) -> String {
+        let id = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let conn = serve_args(&self.nats, &self.db).conn;
+        let store = fhirstream::startup::open_store(&conn, self.nats.client().await).await.expect("open the store");
+        let tenant = schemas::TenantId::parse_new(&id).expect("tenant name");
+        command::tenants::create(&store, tenant, id.clone(), Default::default(), schemas::Actor::default())
+            .await
+            .expect("create the tenant on the stream");
+        id
+    }
+
+    pub async fn post(&self, tenant: &str, rtype: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.fhir(tenant, rtype))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn put(&self, tenant: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .put(self.fhir(tenant, path))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn get(&self, tenant: &str, path: &str) -> reqwest::Response {
+        self.http.get(self.fhir(tenant, path)).send().await.expect("GET")
+    }
+
+    /// Number of messages the resource stream holds on `filter`.
+    pub async fn stream_count(&self, filter: &str) -> u64 {
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        let info = stream.info_with_subjects(filter).await.expect("stream subjects");
+        use futures::TryStreamExt as _;
+        let counts: Vec<(String, usize)> = info.try_collect().await.expect("subject counts");
+        counts.iter().map(|(_, n)| *n as u64).sum()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a response is an OperationOutcome with the given status, and
+/// returns its first issue's diagnostics.
+pub async fn assert_outcome(res: reqwest::Response, status: u16) -> String {
+    let got = res.status().as_u16();
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let body: Value = res.json().await.expect("an OperationOutcome body");
+    assert_eq!(got, status, "status; body {body}");
+    assert!(ct.starts_with("application/fhir+json"), "content type {ct}");
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    body["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned()
+}
