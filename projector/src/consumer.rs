@@ -141,23 +141,17 @@ impl Projector {
         }
     }
 
-    /// Creates the durable consumer, or re-creates it at the checkpoint when
-    /// the read model is behind what the consumer has acknowledged (a
-    /// dropped or restored database): the checkpoint is the truth.
+    /// (Re-)creates the durable consumer at the checkpoint. The checkpoint
+    /// in PostgreSQL is the only position that counts: a consumer left by an
+    /// earlier session may hold deliveries that were never applied and would
+    /// only come back after their ack wait, out of order, behind newer
+    /// events that the sequence guard would then let overtake them. Starting
+    /// every session with a fresh consumer at checkpoint + 1 keeps delivery in
+    /// stream order; the advisory lock makes deleting it safe.
     async fn ensure_consumer(&self, stream: &Stream, checkpoint: u64) -> anyhow::Result<consumer::PullConsumer> {
         let durable = format!("projector-{}", self.cfg.name);
-        if let Ok(info) = stream.consumer_info(&durable).await {
-            if info.ack_floor.stream_sequence <= checkpoint {
-                return stream
-                    .get_consumer(&durable)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("open the projector consumer: {e}"));
-            }
-            warn!(
-                ack_floor = info.ack_floor.stream_sequence,
-                checkpoint, "read model is behind its consumer; re-creating the consumer at the checkpoint"
-            );
-            stream.delete_consumer(&durable).await.context("delete the stale projector consumer")?;
+        if stream.consumer_info(&durable).await.is_ok() {
+            stream.delete_consumer(&durable).await.context("delete the previous projector consumer")?;
         }
         let deliver_policy = if checkpoint == 0 {
             consumer::DeliverPolicy::All
@@ -169,7 +163,9 @@ impl Projector {
                 durable_name: Some(durable),
                 filter_subject: RESOURCE_SUBJECTS.into(),
                 ack_policy: consumer::AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
+                // Long enough that a batch retried while PostgreSQL is away is
+                // not redelivered behind its successors in the same session.
+                ack_wait: Duration::from_secs(600),
                 max_ack_pending: 100_000,
                 deliver_policy,
                 ..Default::default()

@@ -260,3 +260,109 @@ pub async fn assert_outcome(res: reqwest::Response, status: u16) -> String {
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
     body["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned()
 }
+
+/// What a tenant's read model must hold: every (type, id, version) and each
+/// resource's current (version, deleted).
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct Fold {
+    pub versions: std::collections::BTreeSet<(String, String, i64)>,
+    pub current: std::collections::BTreeMap<(String, String), (i64, bool)>,
+}
+
+impl Fold {
+    /// Asserts two folds are equal, printing only the differences.
+    pub fn assert_same_as(&self, expected: &Fold) {
+        let missing: Vec<_> = expected.versions.difference(&self.versions).take(10).collect();
+        let extra: Vec<_> = self.versions.difference(&expected.versions).take(10).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "versions missing {missing:?}, extra {extra:?}");
+        let wrong: Vec<_> =
+            expected.current.iter().filter(|(k, v)| self.current.get(*k) != Some(*v)).take(10).collect();
+        assert!(wrong.is_empty(), "current rows differ: {wrong:?}");
+        assert_eq!(self.current.len(), expected.current.len(), "current row count");
+    }
+}
+
+impl TestApp {
+    /// Folds a tenant's events straight from the stream, independently of
+    /// the projector's code.
+    pub async fn fold_stream(&self, tenant: &str) -> Fold {
+        use futures::StreamExt as _;
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        let mut fold = Fold::default();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("fhir.{tenant}.>"),
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer");
+        let mut pending = consumer.cached_info().num_pending;
+        if pending == 0 {
+            return fold;
+        }
+        let mut messages = consumer.messages().await.expect("messages");
+        while pending > 0 {
+            let msg = messages.next().await.expect("a message").expect("a good message");
+            pending = msg.info().expect("info").pending;
+            let ev: Value = serde_json::from_slice(&msg.payload).expect("envelope");
+            let key = (ev["resource_type"].as_str().unwrap().to_owned(), ev["id"].as_str().unwrap().to_owned());
+            let version = ev["version"].as_i64().unwrap();
+            fold.versions.insert((key.0.clone(), key.1.clone(), version));
+            fold.current.insert(key, (version, ev["op"] == "delete"));
+        }
+        fold
+    }
+
+    /// The same shape read from the tenant's rows in PostgreSQL.
+    pub async fn fold_read_model(&self, tenant: &str) -> Fold {
+        let pool = self.db.pool().await;
+        let mut fold = Fold::default();
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("select resource_type, id, version from resource_versions where tenant_id = $1")
+                .bind(tenant)
+                .fetch_all(&pool)
+                .await
+                .expect("versions");
+        let n = rows.len();
+        fold.versions.extend(rows);
+        assert_eq!(fold.versions.len(), n, "no version row twice");
+        let rows: Vec<(String, String, i64, bool)> =
+            sqlx::query_as("select resource_type, id, version, deleted from resources where tenant_id = $1")
+                .bind(tenant)
+                .fetch_all(&pool)
+                .await
+                .expect("current");
+        for (rt, id, v, d) in rows {
+            fold.current.insert((rt, id), (v, d));
+        }
+        fold
+    }
+
+    /// The projector's checkpoint and the stream's last sequence.
+    pub async fn projection_lag(&self) -> (u64, u64) {
+        let pool = self.db.pool().await;
+        let checkpoint: Option<i64> =
+            sqlx::query_scalar("select seq from projector_checkpoints where projector = 'main'")
+                .fetch_optional(&pool)
+                .await
+                .expect("checkpoint");
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let mut stream = js.get_stream("FHIR").await.expect("resource stream");
+        let last = stream.info().await.expect("stream info").state.last_sequence;
+        (checkpoint.unwrap_or(0) as u64, last)
+    }
+
+    /// Waits (bounded) until the projector has applied the whole stream.
+    pub async fn wait_caught_up(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (checkpoint, last) = self.projection_lag().await;
+            if checkpoint >= last {
+                return;
+            }
+            assert!(Instant::now() < deadline, "projector still behind: {checkpoint} < {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
