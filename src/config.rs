@@ -102,6 +102,29 @@ pub struct ServeArgs {
     /// PostgreSQL connections of this process.
     #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, Args, Default)]
+pub struct AuthArgs {
+    /// Accept every request without a token (local development and tests
+    /// only; the server warns loudly while this is on).
+    #[arg(long, env = "FHIRSTREAM_AUTH_DISABLED")]
+    pub auth_disabled: bool,
+    /// Shared secret for HS256 tokens.
+    #[arg(long, env = "FHIRSTREAM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM file with the public key for RS256 or ES256 tokens.
+    #[arg(long, env = "FHIRSTREAM_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "FHIRSTREAM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "FHIRSTREAM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 impl ServeArgs {
