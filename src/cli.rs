@@ -6,7 +6,8 @@ use command::tenants;
 use projector::registry;
 use schemas::{Actor, TenantConfig, TenantId};
 
-use crate::config::{TenantAction, TenantsArgs};
+use crate::config::{TenantAction, TenantsArgs, TokenArgs};
+use crate::http::auth::{TokenClaims, mint_hs256};
 use crate::startup::{connect_nats, open_store};
 
 /// `fhirstream tenants ...`
@@ -36,6 +37,14 @@ pub async fn tenants(args: TenantsArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `fhirstream token`: prints a signed development token.
+pub fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let tenants: Vec<&str> = args.tenants.iter().map(String::as_str).collect();
+    let claims = TokenClaims::new(&args.sub, &tenants, &args.scope, std::time::Duration::from_secs(args.expires_in));
+    println!("{}", mint_hs256(&args.jwt_secret, &claims)?);
     Ok(())
 }
 

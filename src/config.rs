@@ -22,6 +22,26 @@ pub enum Command {
     Serve(ServeArgs),
     /// Manage tenants directly on the event stream.
     Tenants(TenantsArgs),
+    /// Mint a development token signed with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Tenant the token may use (repeat for several; `*` for all).
+    #[arg(long = "tenant", required = true)]
+    pub tenants: Vec<String>,
+    /// SMART scopes, space-separated (add `fhirstream/admin` for the admin API).
+    #[arg(long, default_value = "system/*.*")]
+    pub scope: String,
+    /// The token's subject.
+    #[arg(long, default_value = "developer")]
+    pub sub: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
+    #[arg(long, env = "FHIRSTREAM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
 }
 
 #[derive(Debug, Clone, Args)]

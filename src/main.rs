@@ -15,5 +15,6 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(cli::shutdown_signal()).await
         }
         Command::Tenants(t) => cli::tenants(t).await,
+        Command::Token(t) => cli::token(t),
     }
 }

@@ -16,11 +16,12 @@ use tower_http::trace::TraceLayer;
 use tracing::{info, info_span, warn};
 
 use command::{AppliedWatch, Commands, EventStore, StreamNames};
+use projector::tenants::tenant_projection_name;
 use projector::{Projector, ProjectorConfig, TenantRegistry};
 use query::Queries;
 
 use crate::config::{ConnArgs, Role, ServeArgs};
-use crate::http::{self, AppState, HttpSettings};
+use crate::http::{self, AdminDeps, AppState, Authenticator, HttpSettings};
 
 /// The oldest NATS server fhirstream runs on: older ones silently ignore
 /// consumer settings it relies on and lack atomic batch publish.
@@ -36,6 +37,8 @@ pub struct App {
 
 impl App {
     pub async fn build(cfg: ServeArgs) -> anyhow::Result<Self> {
+        let serves_api = cfg.has(Role::Command) || cfg.has(Role::Query);
+        let auth = if serves_api { Authenticator::from_config(&cfg.auth)? } else { Authenticator::deny_all() };
         let nats = connect_nats(&cfg.conn).await?;
         let pool = connect_pg(&cfg.conn, cfg.db_pool_size).await?;
         projector::migrate::run(&pool).await.context("migrate the read models")?;
@@ -51,21 +54,41 @@ impl App {
             true => Some(AppliedWatch::follow(&nats, &cfg.projector_name).await.context("follow the projector")?),
             false => None,
         };
+        let queries = match cfg.has(Role::Query) {
+            true => Some(
+                Queries::connect(&cfg.conn.database_url, cfg.db_pool_size)
+                    .await
+                    .context("connect the query side to PostgreSQL as fhirstream_reader")?,
+            ),
+            false => None,
+        };
+        let admin = match cfg.has(Role::Command) {
+            true => Some(AdminDeps {
+                pool: pool.clone(),
+                tenant_applied: AppliedWatch::follow(&nats, &tenant_projection_name(&cfg.projector_name))
+                    .await
+                    .context("follow the tenant projection")?,
+            }),
+            false => None,
+        };
         let state = Arc::new(AppState {
             settings: HttpSettings {
                 base_url: base_url.clone(),
                 max_body_bytes: cfg.max_body_bytes,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
             },
+            auth,
             tenants,
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
-            queries: cfg.has(Role::Query).then(|| Queries::new(pool.clone())),
+            queries,
+            admin,
         });
         let projector = cfg.has(Role::Projector).then(|| {
             let pcfg = ProjectorConfig {
                 name: cfg.projector_name.clone(),
                 stream: cfg.conn.stream.clone(),
+                tenant_stream: cfg.conn.tenant_stream.clone(),
                 batch_size: cfg.projector_batch,
                 ..Default::default()
             };
@@ -89,7 +112,7 @@ impl App {
     /// in-flight requests and the projector's current batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
-        let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone().cancelled_owned())));
+        let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
         info!(base_url = %self.base_url, "fhirstream listening");
         let stop = token.clone();
         axum::serve(self.listener, self.router)

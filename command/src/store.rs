@@ -118,6 +118,31 @@ impl EventStore {
         last_on(&self.tenants, subject).await
     }
 
+    /// Removes every resource event on `filter` (e.g. `fhir.acme.>`);
+    /// returns how many.
+    pub async fn purge_subjects(&self, filter: &str) -> Result<u64, CommandError> {
+        let res = self
+            .resources
+            .purge()
+            .filter(filter)
+            .await
+            .map_err(|e| CommandError::Unavailable(format!("purge {filter}: {e}")))?;
+        Ok(res.purged)
+    }
+
+    /// How many resource events the stream holds on `filter`.
+    pub async fn count_subjects(&self, filter: &str) -> Result<u64, CommandError> {
+        use futures::TryStreamExt as _;
+        let subjects = self
+            .resources
+            .info_with_subjects(filter)
+            .await
+            .map_err(|e| CommandError::Unavailable(format!("count {filter}: {e}")))?;
+        let counts: Vec<(String, usize)> =
+            subjects.try_collect().await.map_err(|e| CommandError::Unavailable(format!("count {filter}: {e}")))?;
+        Ok(counts.iter().map(|(_, n)| *n as u64).sum())
+    }
+
     /// Appends a tenant event that must directly follow `expected_seq`.
     pub async fn append_tenant(
         &self,

@@ -49,6 +49,17 @@ pub async fn configure(
     append(store, TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config), seq).await
 }
 
+/// Records a live tenant's deletion. Purging its events and rows is the
+/// caller's next step (the event comes first, so a crash in between leaves
+/// a deleted tenant whose purge can simply be repeated).
+pub async fn delete(store: &EventStore, tenant: TenantId, actor: Actor) -> Result<TenantWritten, CommandError> {
+    let (seq, last) = match last(store, &tenant).await? {
+        Some((seq, ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
+        _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
+    };
+    append(store, TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config), seq).await
+}
+
 async fn last(store: &EventStore, tenant: &TenantId) -> Result<Option<(u64, TenantEvent)>, CommandError> {
     let Some(last) = store.last_tenant_event(&tenant_subject(tenant)).await? else {
         return Ok(None);

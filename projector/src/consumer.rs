@@ -1,6 +1,5 @@
 //! The projector's consume loop: JetStream in, PostgreSQL transactions out.
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,6 +7,7 @@ use async_nats::jetstream::{self, consumer, stream::Stream};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use schemas::ResourceEvent;
@@ -15,6 +15,7 @@ use schemas::subject::{RESOURCE_SUBJECTS, applied_subject, parse_resource_subjec
 
 use crate::apply::Sequenced;
 use crate::store;
+use crate::tenants::TenantProjection;
 
 /// How a projector runs.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct ProjectorConfig {
     pub name: String,
     /// The resource stream (default `FHIR`).
     pub stream: String,
+    /// The tenant-registry stream (default `FHIRSTREAM_TENANTS`).
+    pub tenant_stream: String,
     /// Most events applied in one PostgreSQL transaction.
     pub batch_size: usize,
     /// Longest wait for a batch to fill once its first event arrived.
@@ -31,7 +34,13 @@ pub struct ProjectorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { name: "main".into(), stream: "FHIR".into(), batch_size: 1000, batch_wait: Duration::from_millis(2) }
+        Self {
+            name: "main".into(),
+            stream: "FHIR".into(),
+            tenant_stream: "FHIRSTREAM_TENANTS".into(),
+            batch_size: 1000,
+            batch_wait: Duration::from_millis(2),
+        }
     }
 }
 
@@ -55,31 +64,41 @@ impl Projector {
         self.applied.subscribe()
     }
 
-    /// Consumes until `shutdown` resolves, then finishes the batch in hand.
-    /// Waits as a standby while another instance holds the projector's lock.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Consumes until `cancel` fires, then finishes the batch in hand. Waits
+    /// as a standby while another instance holds the projector's lock. The
+    /// tenant projection runs beside the resource one, under the same lock.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let span = info_span!("projector", projector = %self.cfg.name);
-        self.run_inner(shutdown).instrument(span).await
+        self.run_inner(cancel).instrument(span).await
     }
 
-    async fn run_inner(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
+    async fn run_inner(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let _lock = tokio::select! {
             lock = self.acquire_lock() => lock?,
-            () = &mut shutdown => return Ok(()),
+            () = cancel.cancelled() => return Ok(()),
         };
-        loop {
-            match self.consume(&mut shutdown).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "projector interrupted; resuming from its checkpoint");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        () = &mut shutdown => return Ok(()),
+        let tenants = TenantProjection {
+            name: self.cfg.name.clone(),
+            stream: self.cfg.tenant_stream.clone(),
+            client: self.client.clone(),
+            pool: self.pool.clone(),
+        };
+        let resources = async {
+            loop {
+                match self.consume(&cancel).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "projector interrupted; resuming from its checkpoint");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            () = cancel.cancelled() => return,
+                        }
                     }
                 }
             }
-        }
+        };
+        tokio::join!(resources, tenants.run(cancel.clone()));
+        Ok(())
     }
 
     /// Holds a session-level advisory lock on a dedicated connection for as
@@ -108,7 +127,7 @@ impl Projector {
         }
     }
 
-    async fn consume(&self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> anyhow::Result<()> {
+    async fn consume(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
         let checkpoint = store::checkpoint(&self.pool, &self.cfg.name).await.context("read the checkpoint")?;
         self.applied.send_replace(checkpoint);
         self.announce(checkpoint).await;
@@ -128,7 +147,7 @@ impl Projector {
         loop {
             tokio::select! {
                 biased;
-                () = &mut *shutdown => return Ok(()),
+                () = cancel.cancelled() => return Ok(()),
                 batch = batches.next() => {
                     let Some(batch) = batch else { anyhow::bail!("the event stream ended") };
                     self.apply(batch).await?;

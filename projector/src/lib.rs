@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod migrate;
 pub mod registry;
 pub mod store;
+pub mod tenants;
 
 pub use consumer::{Projector, ProjectorConfig};
 pub use registry::{TenantRegistry, TenantState};

@@ -8,7 +8,10 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlSafeStr};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "read models", include_str!("../migrations/0001_read_models.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "read models", include_str!("../migrations/0001_read_models.sql")),
+    (2, "tenants and row-level security", include_str!("../migrations/0002_tenants_and_rls.sql")),
+];
 
 /// The read-model migrator.
 pub fn migrator() -> Migrator {

@@ -83,3 +83,13 @@ pub async fn apply_batch(
     tx.commit().await?;
     Ok(new)
 }
+
+/// Moves a checkpoint forward outside a batch (e.g. past a poison event).
+pub async fn set_checkpoint(pool: &PgPool, projector: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query("update projector_checkpoints set seq = greatest(seq, $2), updated_at = now() where projector = $1")
+        .bind(projector)
+        .bind(seq as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

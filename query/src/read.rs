@@ -1,7 +1,8 @@
 //! Read, vread and instance history.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row as _};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Executor as _, PgPool, Postgres, Row as _, Transaction};
 
 use schemas::{ResourceId, ResourceType, TenantId, Version};
 
@@ -37,13 +38,36 @@ pub struct Queries {
     pool: PgPool,
 }
 
+/// The role every query-side connection runs as: it owns no table, cannot
+/// bypass row-level security, and sees only the rows of the tenant set in
+/// its transaction.
+pub const READER_ROLE: &str = "fhirstream_reader";
+
 impl Queries {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Opens the query side's own pool; every connection switches to
+    /// [`READER_ROLE`] as it is opened, so no query on it escapes RLS.
+    pub async fn connect(database_url: &str, size: u32) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(size.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("set role fhirstream_reader").await?;
+                    Ok(())
+                })
+            })
+            .connect(database_url)
+            .await?;
+        Ok(Self { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// A transaction scoped to one tenant: row-level security shows it only
+    /// that tenant's rows. The setting is transaction-local, so it can never
+    /// outlive the request on a pooled connection.
+    pub async fn begin(&self, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, QueryError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select set_config('app.tenant', $1, true)").bind(tenant.as_str()).execute(&mut *tx).await?;
+        Ok(tx)
     }
 
     /// The current version of a resource, or `None` if the tenant has none.
@@ -53,6 +77,7 @@ impl Queries {
         rt: ResourceType,
         id: &ResourceId,
     ) -> Result<Option<ReadResult>, QueryError> {
+        let mut tx = self.begin(tenant).await?;
         let row = sqlx::query(
             "select v.version, v.op, v.last_updated, v.resource::text as resource
              from resources r
@@ -64,8 +89,9 @@ impl Queries {
         .bind(tenant.as_str())
         .bind(rt.as_str())
         .bind(id.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let v = version_row(&row)?;
         Ok(Some(if v.is_delete() { ReadResult::Deleted(v) } else { ReadResult::Live(v) }))
@@ -79,6 +105,7 @@ impl Queries {
         id: &ResourceId,
         version: Version,
     ) -> Result<Option<VersionRow>, QueryError> {
+        let mut tx = self.begin(tenant).await?;
         let row = sqlx::query(
             "select version, op, last_updated, resource::text as resource
              from resource_versions
@@ -88,8 +115,9 @@ impl Queries {
         .bind(rt.as_str())
         .bind(id.as_str())
         .bind(version.get() as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(version_row).transpose()
     }
 
@@ -101,6 +129,7 @@ impl Queries {
         id: &ResourceId,
         count: u32,
     ) -> Result<Vec<VersionRow>, QueryError> {
+        let mut tx = self.begin(tenant).await?;
         let rows = sqlx::query(
             "select version, op, last_updated, resource::text as resource
              from resource_versions
@@ -112,8 +141,9 @@ impl Queries {
         .bind(rt.as_str())
         .bind(id.as_str())
         .bind(i64::from(count))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(version_row).collect()
     }
 }

@@ -9,6 +9,7 @@ pub mod event;
 pub mod outcome;
 pub mod r4;
 pub mod resource;
+pub mod scope;
 pub mod subject;
 pub mod tenant;
 pub mod validate;

@@ -1,23 +1,255 @@
-//! Who is calling. Authentication is switched off for now: every caller is
-//! the anonymous development actor.
+//! Authentication and authorization at the HTTP edge.
+//!
+//! Requests carry `Authorization: Bearer <JWT>`: HS256 with a shared secret,
+//! or RS256/ES256 with a configured public key. `exp` is required; `iss` and
+//! `aud` are checked when configured; `alg: none` and every algorithm other
+//! than the configured one are refused by construction. The claims say which
+//! tenants (`tenants` array, `"*"` for all, or one `tenant`) and which
+//! interactions (SMART `scope`) the caller may use.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
+use std::collections::HashSet;
 
-use schemas::Actor;
+use anyhow::Context as _;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 
-use super::ApiError;
+use schemas::scope::{Interaction, Scopes};
+use schemas::{Actor, ResourceType, TenantId};
+
+use super::{ApiError, SharedState};
+use crate::config::AuthArgs;
+
+/// Verifies bearer tokens, or lets everyone in when auth is disabled.
+pub struct Authenticator {
+    verifier: Option<(DecodingKey, Validation)>,
+    /// A node without an API role accepts no token at all.
+    deny_all: bool,
+}
+
+impl Authenticator {
+    /// Builds the verifier from configuration; refuses to start with no
+    /// way to verify tokens unless auth was disabled explicitly.
+    pub fn from_config(args: &AuthArgs) -> anyhow::Result<Self> {
+        if args.auth_disabled {
+            tracing::warn!(
+                "AUTHENTICATION IS DISABLED: every request is served as an anonymous administrator with access to \
+                 every tenant. Never run like this outside local development and tests."
+            );
+            return Ok(Self { verifier: None, deny_all: false });
+        }
+        let (key, alg) = match (&args.jwt_secret, &args.jwt_public_key) {
+            (Some(secret), None) if !secret.is_empty() => {
+                (DecodingKey::from_secret(secret.as_bytes())?, Algorithm::HS256)
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).with_context(|| format!("read --jwt-public-key {}", path.display()))?;
+                match DecodingKey::from_rsa_pem(&pem) {
+                    Ok(key) => (key, Algorithm::RS256),
+                    Err(_) => (
+                        DecodingKey::from_ec_pem(&pem)
+                            .context("--jwt-public-key is neither an RSA nor an EC (P-256) public key in PEM")?,
+                        Algorithm::ES256,
+                    ),
+                }
+            }
+            (Some(_), Some(_)) => anyhow::bail!("set either --jwt-secret or --jwt-public-key, not both"),
+            _ => anyhow::bail!(
+                "no way to verify tokens: set FHIRSTREAM_JWT_SECRET (--jwt-secret) or --jwt-public-key, \
+                 or pass --auth-disabled for local development"
+            ),
+        };
+        let mut validation = Validation::new(alg);
+        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        validation.leeway = 30;
+        match &args.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &args.jwt_issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Ok(Self { verifier: Some((key, validation)), deny_all: false })
+    }
+
+    /// For a node that serves no API (projector only): nothing gets in.
+    pub fn deny_all() -> Self {
+        Self { verifier: None, deny_all: true }
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.verifier.is_none() && !self.deny_all
+    }
+
+    /// The caller a request's headers prove, or why they prove nothing.
+    pub(super) fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.deny_all {
+            return Err(ApiError::Unauthorized(None, "this node serves no API".into()));
+        }
+        let Some((key, validation)) = &self.verifier else {
+            return Ok(Caller::anonymous_admin());
+        };
+        let raw = headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized(None, "a bearer token is required".into()))?;
+        let token = raw
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::Unauthorized(Some("invalid_request"), "use Authorization: Bearer <token>".into())
+            })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| {
+                let why = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => "the token's audience is not accepted",
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted",
+                    jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    _ => "the token is not valid",
+                };
+                ApiError::Unauthorized(Some("invalid_token"), why.into())
+            })?
+            .claims;
+        Ok(Caller::from_claims(claims))
+    }
+}
+
+/// What a development token grants.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenClaims {
+    pub sub: String,
+    pub exp: i64,
+    pub tenants: Vec<String>,
+    pub scope: String,
+}
+
+impl TokenClaims {
+    /// Claims valid for `ttl` from now.
+    pub fn new(sub: &str, tenants: &[&str], scope: &str, ttl: std::time::Duration) -> Self {
+        Self {
+            sub: sub.to_owned(),
+            exp: chrono::Utc::now().timestamp() + ttl.as_secs() as i64,
+            tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
+            scope: scope.to_owned(),
+        }
+    }
+}
+
+/// Signs claims with an HS256 secret (`fhirstream token`, tests).
+pub fn mint_hs256(secret: &str, claims: &TokenClaims) -> anyhow::Result<String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).context("use the secret")?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).context("sign the token")
+}
+
+/// The claims fhirstream reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    tenants: Option<Vec<String>>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+}
+
+/// Which tenants a caller may use.
+#[derive(Debug, Clone)]
+enum Grant {
+    All,
+    Only(HashSet<String>),
+}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub(super) struct Caller {
     pub(super) actor: Actor,
+    tenants: Grant,
+    scopes: Scopes,
+}
+
+impl Caller {
+    fn anonymous_admin() -> Self {
+        Self { actor: Actor { sub: "anonymous".into(), client: None }, tenants: Grant::All, scopes: Scopes::all() }
+    }
+
+    fn from_claims(c: Claims) -> Self {
+        let mut names: Vec<String> = c.tenants.unwrap_or_default();
+        names.extend(c.tenant);
+        let tenants =
+            if names.iter().any(|t| t == "*") { Grant::All } else { Grant::Only(names.into_iter().collect()) };
+        Self {
+            actor: Actor { sub: c.sub, client: c.client_id.or(c.azp) },
+            tenants,
+            scopes: Scopes::parse(c.scope.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// Whether the token names this tenant (or all tenants).
+    pub(super) fn may_use(&self, tenant: &TenantId) -> bool {
+        match &self.tenants {
+            Grant::All => true,
+            Grant::Only(set) => set.contains(tenant.as_str()),
+        }
+    }
+
+    /// 403 unless the token may use this tenant.
+    pub(super) fn require_tenant(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        if self.may_use(tenant) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("this token does not grant access to tenant '{tenant}'")))
+        }
+    }
+
+    /// 403 unless the token's scopes allow `interaction` on `rt`.
+    pub(super) fn require(&self, rt: ResourceType, interaction: Interaction) -> Result<(), ApiError> {
+        if self.scopes.allows(rt.as_str(), interaction) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("the token's scopes do not allow {} of {rt}", interaction.name())))
+        }
+    }
+
+    /// 403 unless the token carries the `fhirstream/admin` scope.
+    pub(super) fn require_admin(&self) -> Result<(), ApiError> {
+        if self.scopes.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("tenant administration needs the fhirstream/admin scope".into()))
+        }
+    }
+}
+
+/// Middleware: authenticates once and leaves the [`Caller`] in the request.
+pub(super) async fn authenticate(
+    State(state): State<SharedState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.authenticate(req.headers())?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller { actor: Actor { sub: "anonymous".into(), client: None } })
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized(None, "a bearer token is required".into()))
     }
 }

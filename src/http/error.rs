@@ -15,6 +15,11 @@ use super::response::FHIR_JSON;
 pub enum ApiError {
     #[error("{0}")]
     Invalid(String, Option<String>),
+    /// No or bad credentials; the optional code is the RFC 6750 `error`.
+    #[error("{1}")]
+    Unauthorized(Option<&'static str>, String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -47,6 +52,8 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, IssueCode) {
         match self {
             Self::Invalid(..) => (StatusCode::BAD_REQUEST, IssueCode::Invalid),
+            Self::Unauthorized(..) => (StatusCode::UNAUTHORIZED, IssueCode::Login),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, IssueCode::Forbidden),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, IssueCode::NotFound),
             Self::Gone(_) => (StatusCode::GONE, IssueCode::Deleted),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, IssueCode::NotSupported),
@@ -83,6 +90,15 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let mut res = (status, body).into_response();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if let Self::Unauthorized(code, _) = &self {
+            let challenge = match code {
+                Some(code) => format!("Bearer realm=\"fhirstream\", error=\"{code}\""),
+                None => "Bearer realm=\"fhirstream\"".to_owned(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, header, request::Parts};
 use projector::TenantState;
 use schemas::{ResourceId, ResourceType, TenantId, Version};
 
+use super::auth::Caller;
 use super::{ApiError, SharedState};
 
 /// A request inside an existing tenant.
@@ -49,6 +50,10 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
     // A malformed tenant name cannot exist: the same 404 as an unknown one.
     let unknown = || ApiError::NotFound("unknown tenant".into());
     let tenant = TenantId::parse(raw).map_err(|_| unknown())?;
+    // The token decides before existence is looked at, so a caller can
+    // never learn whether a tenant it may not use exists.
+    let caller = Caller::from_request_parts(parts, state).await?;
+    caller.require_tenant(&tenant)?;
     let state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
     Ok((InTenant { tenant, state }, params))
 }

@@ -1,19 +1,34 @@
 //! The CapabilityStatement: lists only what this server really does.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use schemas::ResourceType;
 use schemas::r4::FHIR_VERSION;
+use schemas::{ResourceType, TenantConfig, TenantId};
 
-use super::extract::InTenant;
 use super::response::fhir_json;
 use super::{ApiError, SharedState};
 
-/// `GET /fhir/{tenant}/metadata`
-pub(super) async fn capability_statement(State(state): State<SharedState>, t: InTenant) -> Result<Response, ApiError> {
+/// `GET /fhir/{tenant}/metadata`. Public: a caller whose token may use
+/// the tenant gets the tenant's own statement (404 if it does not exist);
+/// anyone else gets the server's generic statement for any well-formed
+/// tenant name, so the endpoint is no oracle for which tenants exist.
+pub(super) async fn capability_statement(
+    State(state): State<SharedState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let unknown = || ApiError::NotFound("unknown tenant".into());
+    let tenant = TenantId::parse(&raw).map_err(|_| unknown())?;
+    let (config, date) = match state.auth.authenticate(&headers) {
+        Ok(caller) if caller.may_use(&tenant) => {
+            let t = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+            (t.config, t.updated_at)
+        }
+        _ => (TenantConfig::default(), chrono::DateTime::UNIX_EPOCH),
+    };
     let writes = state.commands.is_some();
     let reads = state.queries.is_some();
     let mut interactions = Vec::new();
@@ -25,7 +40,7 @@ pub(super) async fn capability_statement(State(state): State<SharedState>, t: In
     }
     let interactions: Vec<Value> = interactions.into_iter().map(|code| json!({ "code": code })).collect();
     let resources: Vec<Value> = ResourceType::all()
-        .filter(|rt| t.state.config.allows(rt.as_str()))
+        .filter(|rt| config.allows(rt.as_str()))
         .map(|rt| {
             json!({
                 "type": rt.as_str(),
@@ -42,12 +57,12 @@ pub(super) async fn capability_statement(State(state): State<SharedState>, t: In
     let statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": schemas::event::instant(&t.state.updated_at),
+        "date": schemas::event::instant(&date),
         "kind": "instance",
         "software": { "name": "fhirstream", "version": env!("CARGO_PKG_VERSION") },
         "implementation": {
-            "description": format!("fhirstream tenant {}", t.tenant),
-            "url": format!("{}/fhir/{}", state.settings.base_url, t.tenant),
+            "description": format!("fhirstream tenant {tenant}"),
+            "url": format!("{}/fhir/{tenant}", state.settings.base_url),
         },
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],

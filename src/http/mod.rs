@@ -1,9 +1,9 @@
 //! The HTTP edge: routing, extraction, auth and error mapping for the FHIR
-//! and admin APIs. Handlers are thin: they parse, call the command or query
-//! service, and shape the FHIR response.
+//! and admin APIs. Handlers are thin: they parse, authorize, call the
+//! command or query service, and shape the FHIR response.
 
 mod admin;
-mod auth;
+pub mod auth;
 mod bundle;
 pub mod error;
 mod extract;
@@ -16,12 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware;
 use axum::routing::get;
+use sqlx::PgPool;
 
 use command::{AppliedWatch, Commands};
 use projector::TenantRegistry;
 use query::Queries;
 
+pub use auth::Authenticator;
 pub use error::ApiError;
 
 /// Settings the handlers need.
@@ -33,31 +36,41 @@ pub struct HttpSettings {
     pub read_your_writes_timeout: Duration,
 }
 
+/// What tenant deletion needs beyond the write side: the read models (to
+/// prove the rows are gone) and the tenant projection's progress.
+pub struct AdminDeps {
+    pub pool: PgPool,
+    pub tenant_applied: AppliedWatch,
+}
+
 /// What every handler can reach. Roles this process does not run are `None`.
 pub struct AppState {
     pub settings: HttpSettings,
+    pub auth: Authenticator,
     pub tenants: TenantRegistry,
     pub commands: Option<Commands>,
     pub applied: Option<AppliedWatch>,
     pub queries: Option<Queries>,
+    pub admin: Option<AdminDeps>,
 }
 
 pub type SharedState = Arc<AppState>;
 
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
-    let fhir = Router::new()
-        .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
+    let authenticated = Router::new()
         .route("/fhir/{tenant}/{rtype}", axum::routing::post(write::create))
         .route("/fhir/{tenant}/{rtype}/{id}", get(read::read).put(write::update).delete(write::delete))
         .route("/fhir/{tenant}/{rtype}/{id}/_history", get(read::history))
-        .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread));
-    let admin = Router::new()
+        .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread))
         .route("/admin/tenants", get(admin::list).post(admin::create))
-        .route("/admin/tenants/{tenant}", get(admin::get));
+        .route("/admin/tenants/{tenant}", get(admin::get).put(admin::configure).delete(admin::delete))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
-        .merge(fhir)
-        .merge(admin)
+        .merge(authenticated)
+        // Public, as FHIR and SMART clients expect; it reveals nothing about
+        // a tenant to a caller who cannot prove access to it.
+        .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

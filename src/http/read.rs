@@ -6,6 +6,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use query::{Queries, ReadResult};
+use schemas::scope::Interaction;
+
+use super::auth::Caller;
 
 use super::bundle::{self, Link};
 use super::extract::{InstanceTarget, VersionTarget};
@@ -26,7 +29,12 @@ fn not_found(t: &InstanceTarget) -> ApiError {
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}`
-pub(super) async fn read(State(state): State<SharedState>, target: InstanceTarget) -> Result<Response, ApiError> {
+pub(super) async fn read(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Read)?;
     match queries(&state)?.read(&target.t.tenant, target.rt, &target.id).await? {
         None => Err(not_found(&target)),
         Some(ReadResult::Deleted(v)) => {
@@ -43,8 +51,13 @@ pub(super) async fn read(State(state): State<SharedState>, target: InstanceTarge
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}/_history/{vid}`
-pub(super) async fn vread(State(state): State<SharedState>, target: VersionTarget) -> Result<Response, ApiError> {
+pub(super) async fn vread(
+    State(state): State<SharedState>,
+    target: VersionTarget,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     let t = &target.i;
+    caller.require(t.rt, Interaction::Read)?;
     let row = queries(&state)?.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
     let Some(v) = row else {
         return Err(ApiError::NotFound(format!("version {} of {}/{} is not known", target.vid, t.rt, t.id)));
@@ -68,8 +81,10 @@ pub(super) struct HistoryParams {
 pub(super) async fn history(
     State(state): State<SharedState>,
     target: InstanceTarget,
+    caller: Caller,
     Query(params): Query<HistoryParams>,
 ) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Read)?;
     let count = match params.count.as_deref() {
         None => DEFAULT_HISTORY_COUNT,
         Some(raw) => raw

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use command::{Commands, Written};
+use schemas::scope::Interaction;
 
 use super::auth::Caller;
 use super::extract::{FhirBody, InstanceTarget, TypeTarget, if_match};
@@ -26,6 +27,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Create)?;
     if headers.contains_key("if-none-exist") {
         return Err(ApiError::NotImplemented("conditional create (If-None-Exist) is not supported yet".into()));
     }
@@ -50,6 +52,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Update)?;
     let if_match = if_match(&headers)?;
     let written = commands(&state)?
         .update(&target.t.tenant, &caller.actor, target.rt, target.id.clone(), &body, if_match)
@@ -77,6 +80,7 @@ pub(super) async fn delete(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Delete)?;
     let if_match = if_match(&headers)?;
     let written = commands(&state)?.delete(&target.t.tenant, &caller.actor, target.rt, target.id, if_match).await?;
     let mut res = fhir_json(StatusCode::NO_CONTENT, "");
