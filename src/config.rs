@@ -57,21 +57,26 @@ pub struct LogArgs {
 /// Where the event stream and the read models are.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
-    #[arg(long, env = "FHIRSTREAM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(long, global = true, env = "FHIRSTREAM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    #[arg(long, env = "FHIRSTREAM_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/fhirstream")]
+    #[arg(
+        long,
+        global = true,
+        env = "FHIRSTREAM_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/fhirstream"
+    )]
     pub database_url: String,
     /// Name of the resource stream (subjects `fhir.>`).
-    #[arg(long, env = "FHIRSTREAM_STREAM", default_value = "FHIR")]
+    #[arg(long, global = true, env = "FHIRSTREAM_STREAM", default_value = "FHIR")]
     pub stream: String,
     /// Name of the tenant-registry stream (subjects `fhirstream.tenants.>`).
-    #[arg(long, env = "FHIRSTREAM_TENANT_STREAM", default_value = "FHIRSTREAM_TENANTS")]
+    #[arg(long, global = true, env = "FHIRSTREAM_TENANT_STREAM", default_value = "FHIRSTREAM_TENANTS")]
     pub tenant_stream: String,
     /// Replicas of each stream (3 on a NATS cluster).
-    #[arg(long, env = "FHIRSTREAM_STREAM_REPLICAS", default_value_t = 1)]
+    #[arg(long, global = true, env = "FHIRSTREAM_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// How long a write waits for JetStream's acknowledgement, in ms.
-    #[arg(long, env = "FHIRSTREAM_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, global = true, env = "FHIRSTREAM_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
     pub publish_timeout_ms: u64,
 }
 

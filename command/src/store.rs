@@ -130,6 +130,26 @@ impl EventStore {
         Ok(res.purged)
     }
 
+    /// Removes the events on `filter` whose sequence is at most `up_to`;
+    /// later events are kept. Returns how many were removed.
+    pub async fn purge_subjects_up_to(&self, filter: &str, up_to: u64) -> Result<u64, CommandError> {
+        let res = self
+            .resources
+            .purge()
+            .filter(filter)
+            .sequence(up_to + 1)
+            .await
+            .map_err(|e| CommandError::Unavailable(format!("purge {filter}: {e}")))?;
+        Ok(res.purged)
+    }
+
+    /// The resource stream's last sequence.
+    pub async fn last_resource_seq(&self) -> Result<u64, CommandError> {
+        let mut stream = self.resources.clone();
+        let info = stream.info().await.map_err(|e| CommandError::Unavailable(format!("stream info: {e}")))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// How many resource events the stream holds on `filter`.
     pub async fn count_subjects(&self, filter: &str) -> Result<u64, CommandError> {
         use futures::TryStreamExt as _;

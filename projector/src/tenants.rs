@@ -1,7 +1,7 @@
 //! The tenant projection: folds `fhirstream.tenants.>` into the `tenants`
 //! table and carries out what a tenant's lifecycle means for the read
-//! models — a deleted tenant's rows are purged in the same transaction that
-//! records the deletion, and a (re-)created tenant starts with none.
+//! models: a deleted tenant's rows are purged in the same transaction that
+//! records the deletion.
 
 use std::time::Duration;
 
@@ -30,6 +30,27 @@ pub async fn count_rows(pool: &PgPool, tenant: &TenantId) -> Result<i64, sqlx::E
     .bind(tenant.as_str())
     .fetch_one(pool)
     .await
+}
+
+/// Deletes a tenant's read-model rows that come from events at or below
+/// stream sequence `up_to`; returns how many.
+pub async fn purge_rows_up_to(
+    conn: &mut sqlx::PgConnection,
+    tenant: &TenantId,
+    up_to: u64,
+) -> Result<u64, sqlx::Error> {
+    let seq = up_to as i64;
+    let a = sqlx::query("delete from resources where tenant_id = $1 and seq <= $2")
+        .bind(tenant.as_str())
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    let b = sqlx::query("delete from resource_versions where tenant_id = $1 and seq <= $2")
+        .bind(tenant.as_str())
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(a.rows_affected() + b.rows_affected())
 }
 
 /// Deletes every read-model row of a tenant; returns how many.
@@ -123,11 +144,9 @@ impl TenantProjection {
                 info!(tenant = %event.tenant, rows, "tenant deleted; read-model rows purged");
             }
             op => {
-                if op == TenantEventOp::Created {
-                    // A name used again starts empty, whatever a straggling
-                    // write left behind after the previous tenant's deletion.
-                    purge_rows(&mut tx, &event.tenant).await?;
-                }
+                // No purge on creation here: writes to the new tenant may
+                // already be projected. Leftovers of an earlier tenant of the
+                // same name are purged before its creation is recorded.
                 sqlx::query(
                     "insert into tenants (id, name, config, created_at, updated_at, seq)
                      values ($1, $2, $3, $4, $4, $5)

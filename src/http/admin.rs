@@ -69,8 +69,21 @@ pub(super) async fn create(
     let tenant = TenantId::parse_new(&new.id).map_err(|e| ApiError::Invalid(e.to_string(), Some("id".into())))?;
     new.config.validate().map_err(|e| ApiError::Invalid(e, Some("config".into())))?;
     let commands = commands(&state)?;
-    // Stragglers of an earlier tenant of the same name must not resurface.
-    commands.store().purge_subjects(&tenant_filter(&tenant)).await?;
+    if state.tenants.get(&tenant).await?.is_some() {
+        return Err(ApiError::Conflict(format!("tenant '{tenant}' already exists")));
+    }
+    // Stragglers of an earlier tenant of the same name (a write that slipped
+    // past its deletion) must not resurface. Everything at or below the
+    // stream's current head predates this creation, so it can go; writes to
+    // the new tenant can only come after its creation event, above the head.
+    let head = commands.store().last_resource_seq().await?;
+    commands.store().purge_subjects_up_to(&tenant_filter(&tenant), head).await?;
+    if let Some(admin) = &state.admin {
+        let mut conn = admin.pool.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
+        projector::tenants::purge_rows_up_to(&mut conn, &tenant, head)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    }
     let name = new.name.unwrap_or_else(|| new.id.clone());
     let written = tenants::create(commands.store(), tenant.clone(), name, new.config, caller.actor).await?;
     state.tenants.observe(written.seq, written.event);

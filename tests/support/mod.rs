@@ -132,9 +132,14 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
     }
 }
 
+/// The HS256 secret of secured test apps.
+pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
 /// A running fhirstream with its own NATS and database.
 pub struct TestApp {
     pub base: String,
+    /// Bearer token sent by the helper methods (secured apps only).
+    pub admin_token: Option<String>,
     pub http: reqwest::Client,
     pub nats: TestNats,
     pub db: TestDb,
@@ -145,6 +150,17 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// An app that requires HS256 tokens signed with [`SECRET`]; its helper
+    /// methods use a token for every tenant with every scope.
+    pub async fn spawn_secure() -> Self {
+        let mut app = Self::spawn_with(|cfg| {
+            cfg.auth = fhirstream::config::AuthArgs { jwt_secret: Some(SECRET.into()), ..Default::default() };
+        })
+        .await;
+        app.admin_token = Some(token(&["*"], "system/*.* fhirstream/admin"));
+        app
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
@@ -159,7 +175,7 @@ impl TestApp {
         let handle = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        Self { base, http: reqwest::Client::new(), nats, db, stop: Some(tx), handle: Some(handle) }
+        Self { base, admin_token: None, http: reqwest::Client::new(), nats, db, stop: Some(tx), handle: Some(handle) }
     }
 
     /// Stops the server gracefully and waits for it.
@@ -184,8 +200,7 @@ impl TestApp {
     pub async fn tenant(&self, prefix: &str) -> String {
         let id = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let res = self
-            .http
-            .post(self.url("/admin/tenants"))
+            .authed(self.http.post(self.url("/admin/tenants")))
             .json(&json!({ "id": id, "name": format!("Test tenant {id}") }))
             .send()
             .await
@@ -207,9 +222,16 @@ impl TestApp {
         id
     }
 
+    /// Adds the app's token, if it has one.
+    pub fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     pub async fn post(&self, tenant: &str, rtype: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(self.fhir(tenant, rtype))
+        self.authed(self.http.post(self.fhir(tenant, rtype)))
             .header("content-type", "application/fhir+json")
             .body(body.to_string())
             .send()
@@ -218,8 +240,7 @@ impl TestApp {
     }
 
     pub async fn put(&self, tenant: &str, path: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .put(self.fhir(tenant, path))
+        self.authed(self.http.put(self.fhir(tenant, path)))
             .header("content-type", "application/fhir+json")
             .body(body.to_string())
             .send()
@@ -228,7 +249,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, tenant: &str, path: &str) -> reqwest::Response {
-        self.http.get(self.fhir(tenant, path)).send().await.expect("GET")
+        self.authed(self.http.get(self.fhir(tenant, path))).send().await.expect("GET")
     }
 
     /// Number of messages the resource stream holds on `filter`.
@@ -248,6 +269,12 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// A token signed with [`SECRET`], valid for an hour.
+pub fn token(tenants: &[&str], scope: &str) -> String {
+    let claims = fhirstream::http::auth::TokenClaims::new("tester", tenants, scope, Duration::from_secs(3600));
+    fhirstream::http::auth::mint_hs256(SECRET, &claims).expect("mint a token")
 }
 
 /// Asserts a response is an OperationOutcome with the given status, and
