@@ -13,10 +13,11 @@ TEST_CMD ?= $(CARGO) test --workspace --no-fail-fast
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench fmt lint clean-local
+.PHONY: help run token test bench fmt lint clean-local
 
 help:
 	@echo "make run          provision NATS + PostgreSQL, then cargo run --release -- serve"
+	@echo "make token        print a development token (TENANT=acme, SCOPE='system/*.* fhirstream/admin')"
 	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests"
 	@echo "make bench        run scripts/bench.sh (when it exists)"
 	@echo "make fmt          cargo fmt --all"
@@ -25,6 +26,11 @@ help:
 
 run:
 	$(ENV) run $(CARGO) run --release -- serve
+
+TENANT ?= *
+SCOPE  ?= system/*.* fhirstream/admin
+token:
+	@$(ENV) run $(CARGO) run --quiet --release -- token --tenant '$(TENANT)' --scope '$(SCOPE)'
 
 # Tests spawn their own NATS servers from $FHIRSTREAM_TEST_NATS_SERVER and create
 # databases through $FHIRSTREAM_PG_ADMIN_URL.

@@ -19,6 +19,7 @@
 #   FHIRSTREAM_PG_ADMIN_URL       PostgreSQL admin URL (tests create databases through it)
 #   FHIRSTREAM_DATABASE_URL       database $FHIRSTREAM_DB_NAME (default fhirstream)
 #                                 on that server
+#   FHIRSTREAM_JWT_SECRET         run/all: development HS256 secret (.local/jwt-secret)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -68,6 +69,20 @@ if [[ "$exists" != 1 ]]; then
     "${psql[@]}" -c "create database \"$db\"" >/dev/null 2>&1 || true
     exists="$("${psql[@]}" -c "select 1 from pg_database where datname = '$db'")"
     [[ "$exists" == 1 ]] || die "could not create database $db on $FHIRSTREAM_PG_ADMIN_URL"
+fi
+
+# A development JWT secret for `make run` and `make token`, kept under
+# .local so tokens survive restarts; an explicit FHIRSTREAM_JWT_SECRET wins.
+if [[ "$mode" == run || "$mode" == all ]] && [[ -z "${FHIRSTREAM_JWT_SECRET:-}" ]]; then
+    secret_file="$LOCAL_DIR/jwt-secret"
+    if [[ ! -s "$secret_file" ]]; then
+        mkdir -p "$LOCAL_DIR"
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret_file")
+        log "generated a development JWT secret in .local/jwt-secret"
+    fi
+    FHIRSTREAM_JWT_SECRET="$(cat "$secret_file")"
+    export FHIRSTREAM_JWT_SECRET
+    vars+=(FHIRSTREAM_JWT_SECRET)
 fi
 
 if [[ $# -gt 0 ]]; then
