@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most entries accepted in one transaction or batch Bundle (a
+    /// transaction is one JetStream atomic batch: at most 1000 by default).
+    #[arg(long, env = "FHIRSTREAM_MAX_BUNDLE_ENTRIES", default_value_t = 1000)]
+    pub max_bundle_entries: usize,
     /// How long a write waits for its projection before answering anyway
     /// (with `X-Fhirstream-Projection: pending`), in ms.
     #[arg(long, env = "FHIRSTREAM_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 2000)]

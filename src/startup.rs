@@ -75,6 +75,7 @@ impl App {
             settings: HttpSettings {
                 base_url: base_url.clone(),
                 max_body_bytes: cfg.max_body_bytes,
+                max_bundle_entries: cfg.max_bundle_entries,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
             },
             auth,

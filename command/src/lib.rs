@@ -7,10 +7,12 @@
 //! crate never touches the read models.
 
 pub mod applied;
+pub mod bundle;
 pub mod decide;
 pub mod resources;
 pub mod store;
 pub mod tenants;
+pub mod transaction;
 
 pub use applied::AppliedWatch;
 pub use resources::{Commands, Written};
@@ -26,6 +28,18 @@ pub enum CommandError {
     /// The body is not a resource this URL accepts.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A request that is malformed beyond a single resource (e.g. a Bundle).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The resource a write needs does not exist (PATCH of nothing).
+    #[error("{0}")]
+    NotFound(String),
+    /// Well-formed but cannot be carried out (a failing JSON Patch `test`).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A conditional operation's criteria matched several resources.
+    #[error("the conditional criteria match {0} resources; they must match at most one")]
+    MultipleMatches(usize),
     /// `If-Match` named a version that is not the current one.
     #[error("the resource is at version {current:?}, not the version in If-Match")]
     PreconditionFailed { current: Option<Version> },
@@ -37,6 +51,9 @@ pub enum CommandError {
     TenantExists(String),
     #[error("tenant '{0}' does not exist")]
     TenantNotFound(String),
+    /// The request is larger than one atomic commit can be.
+    #[error("{0}")]
+    TooLarge(String),
     /// NATS is unreachable or did not answer in time; nothing is known to
     /// have been written.
     #[error("the event stream is unavailable: {0}")]

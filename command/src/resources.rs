@@ -17,6 +17,7 @@ use crate::store::{EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
 /// The outcome of a write that appended an event.
 #[derive(Debug)]
 pub struct Written {
+    pub resource_type: ResourceType,
     pub id: ResourceId,
     pub version: Version,
     pub op: EventOp,
@@ -139,6 +140,7 @@ impl Commands {
         let subject = resource_subject(tenant, rt, &event.id);
         let seq = self.store.append(subject, event.event_id, decision.expected_seq, &headers, payload).await?;
         Ok(Written {
+            resource_type: event.resource_type,
             id: event.id,
             version: event.version,
             op: event.op,
@@ -162,7 +164,7 @@ pub fn stamp(resource: &mut Map<String, Value>, id: &ResourceId, version: Versio
 
 /// Reads a subject's state from the last event's headers, falling back to
 /// its envelope.
-fn current_of(last: &LastEvent) -> Result<Current, CommandError> {
+pub(crate) fn current_of(last: &LastEvent) -> Result<Current, CommandError> {
     let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_owned());
     let (version, op) = match (header(VERSION_HEADER), header(OP_HEADER)) {
         (Some(v), Some(op)) => (Version::parse(&v).context("read the version header")?, op),
@@ -174,7 +176,7 @@ fn current_of(last: &LastEvent) -> Result<Current, CommandError> {
     Ok(Current { version, deleted: op == "delete", seq: last.seq })
 }
 
-fn op_str(op: EventOp) -> &'static str {
+pub(crate) fn op_str(op: EventOp) -> &'static str {
     match op {
         EventOp::Create => "create",
         EventOp::Update => "update",

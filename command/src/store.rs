@@ -54,6 +54,7 @@ pub struct LastEvent {
 #[derive(Clone)]
 pub struct EventStore {
     js: jetstream::Context,
+    ack_timeout: Duration,
     resources: jetstream::stream::Stream,
     tenants: jetstream::stream::Stream,
 }
@@ -92,7 +93,7 @@ impl EventStore {
             .with_context(|| format!("create or update the tenant stream {}", names.tenants))?;
         let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
         let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
-        Ok(Self { js, resources, tenants })
+        Ok(Self { js, ack_timeout, resources, tenants })
     }
 
     /// The JetStream context, for callers that need more than this API.
@@ -194,6 +195,100 @@ impl EventStore {
         let ack = self.js.send_publish(subject, msg).await.map_err(publish_error)?;
         let ack = ack.await.map_err(publish_error)?;
         Ok(ack.sequence)
+    }
+}
+
+/// One message of an atomic batch.
+#[derive(Debug)]
+pub struct BatchMessage {
+    pub subject: String,
+    pub event_id: Uuid,
+    /// Expected last sequence of the message's subject (0: empty subject).
+    pub expected_seq: u64,
+    pub headers: Vec<(&'static str, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl EventStore {
+    /// Appends several events as one JetStream atomic batch: consumers see
+    /// all of them or none, and one failed expectation rejects them all.
+    /// Returns each message's stream sequence, in order.
+    pub async fn append_batch(&self, batch_id: &str, msgs: Vec<BatchMessage>) -> Result<Vec<u64>, CommandError> {
+        let n = msgs.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if n == 1 {
+            let m = msgs.into_iter().next().context("one message")?;
+            return Ok(vec![self.append(m.subject, m.event_id, m.expected_seq, &m.headers, m.payload).await?]);
+        }
+        if n > MAX_BATCH {
+            return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
+        }
+        let client = self.js.client();
+        let mut last_ack = None;
+        for (i, m) in msgs.into_iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(async_nats::header::NATS_MESSAGE_ID, m.event_id.to_string().as_str());
+            h.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, m.expected_seq.to_string().as_str());
+            h.insert(async_nats::header::NATS_BATCH_ID, batch_id);
+            h.insert(async_nats::header::NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            for (name, value) in &m.headers {
+                h.insert(*name, value.as_str());
+            }
+            let payload = Bytes::from(m.payload);
+            if i == 0 {
+                // The first message is a request, so a batch the server
+                // refuses up front fails here instead of at the commit.
+                let reply = tokio::time::timeout(self.ack_timeout, client.request_with_headers(m.subject, h, payload))
+                    .await
+                    .map_err(|_| CommandError::Unavailable("atomic batch start timed out".into()))?
+                    .map_err(|e| CommandError::Unavailable(format!("atomic batch start: {e}")))?;
+                if let Some(code) = api_error_code(&reply.payload) {
+                    return Err(batch_error(code, &reply.payload));
+                }
+            } else if i + 1 < n {
+                client
+                    .publish_with_headers(m.subject, h, payload)
+                    .await
+                    .map_err(|e| CommandError::Unavailable(format!("atomic batch: {e}")))?;
+            } else {
+                h.insert(async_nats::header::NATS_BATCH_COMMIT, async_nats::header::NATS_BATCH_COMMIT_FINAL);
+                let ack = self
+                    .js
+                    .send_publish(m.subject, PublishMessage::build().headers(h).payload(payload))
+                    .await
+                    .map_err(publish_error)?
+                    .await
+                    .map_err(publish_error)?;
+                last_ack = Some(ack.sequence);
+            }
+        }
+        let last = last_ack.context("the commit message was sent")?;
+        // A committed batch occupies consecutive sequences ending at the ack.
+        Ok((0..n as u64).map(|k| last + 1 + k - n as u64).collect())
+    }
+}
+
+/// Most events JetStream accepts in one atomic batch (server default).
+pub const MAX_BATCH: usize = 1000;
+
+/// The JetStream API error code in a reply, if the reply is an error.
+fn api_error_code(payload: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    v.get("error")?.get("err_code")?.as_u64()
+}
+
+fn batch_error(code: u64, payload: &[u8]) -> CommandError {
+    match code {
+        // Wrong last sequence: another writer got there first.
+        10071 => CommandError::Conflict,
+        // Too many messages in one batch.
+        10199 => CommandError::TooLarge("the commit exceeds the server's atomic batch limit".into()),
+        _ => CommandError::Internal(anyhow::anyhow!(
+            "atomic batch refused: {}",
+            String::from_utf8_lossy(payload).chars().take(300).collect::<String>()
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use schemas::ResourceEvent;
-use schemas::subject::{RESOURCE_SUBJECTS, applied_subject, parse_resource_subject};
+use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject, parse_resource_subject};
 
 use crate::apply::Sequenced;
 use crate::store;
@@ -142,6 +142,7 @@ impl Projector {
             .await
             .context("start pulling events")?;
         let batches = messages.chunks_timeout(self.cfg.batch_size.max(1), self.cfg.batch_wait);
+        let mut carry = Vec::new();
         tokio::pin!(batches);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -150,7 +151,7 @@ impl Projector {
                 () = cancel.cancelled() => return Ok(()),
                 batch = batches.next() => {
                     let Some(batch) = batch else { anyhow::bail!("the event stream ended") };
-                    self.apply(batch).await?;
+                    self.apply(&mut carry, batch).await?;
                 }
                 _ = heartbeat.tick() => {
                     let applied = *self.applied.borrow();
@@ -180,7 +181,8 @@ impl Projector {
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(durable),
-                filter_subject: RESOURCE_SUBJECTS.into(),
+                // Resource events only: identifier claims have five tokens.
+                filter_subject: RESOURCE_EVENT_SUBJECTS.into(),
                 ack_policy: consumer::AckPolicy::All,
                 // Long enough that a batch retried while PostgreSQL is away is
                 // not redelivered behind its successors in the same session.
@@ -193,13 +195,14 @@ impl Projector {
             .context("create the projector consumer")
     }
 
+    /// Applies what of `carry` + `batch` forms whole commits; keeps the
+    /// tail of a commit that continues in the next pull in `carry`, so a
+    /// transaction is always applied in one PostgreSQL transaction.
     async fn apply(
         &self,
+        carry: &mut Vec<Consumed>,
         batch: Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>,
     ) -> anyhow::Result<()> {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut last = None;
-        let mut max_seq = 0;
         for item in batch {
             let msg = match item {
                 Ok(m) => m,
@@ -215,14 +218,29 @@ impl Projector {
                     continue;
                 }
             };
-            max_seq = max_seq.max(seq);
-            match decode(&msg.subject, &msg.payload) {
-                Ok(event) => events.push(Sequenced { seq, event }),
-                Err(why) => error!(seq, subject = %msg.subject, why, "poison event skipped"),
-            }
-            last = Some(msg);
+            let event = match decode(&msg.subject, &msg.payload) {
+                Ok(event) => Some(event),
+                Err(why) => {
+                    error!(seq, subject = %msg.subject, why, "poison event skipped");
+                    None
+                }
+            };
+            carry.push(Consumed { msg, seq, event });
         }
-        let Some(last) = last else { return Ok(()) };
+        let split = complete_prefix(carry);
+        if split == 0 {
+            return Ok(());
+        }
+        let mut max_seq = 0;
+        let mut last_msg = None;
+        let mut events = Vec::with_capacity(split);
+        for c in carry.drain(..split) {
+            max_seq = max_seq.max(c.seq);
+            if let Some(event) = c.event {
+                events.push(Sequenced { seq: c.seq, event });
+            }
+            last_msg = Some(c.msg);
+        }
         let count = events.len();
         let mut backoff = Duration::from_millis(50);
         let checkpoint = loop {
@@ -237,10 +255,12 @@ impl Projector {
                 }
             }
         };
-        // Acking the last message acknowledges the whole batch (AckPolicy::All),
-        // and only after the commit above.
-        if let Err(e) = last.ack().await {
-            warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
+        // Acking the last message acknowledges everything before it
+        // (AckPolicy::All), and only after the commit above.
+        if let Some(last) = last_msg {
+            if let Err(e) = last.ack().await {
+                warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
+            }
         }
         debug!(count, checkpoint, "batch applied");
         self.applied.send_replace(checkpoint);
@@ -262,6 +282,31 @@ impl Projector {
 /// Parses an event and checks it is about the resource its subject names:
 /// the subject is what stream permissions and purges act on, so an envelope
 /// that disagrees with it is refused rather than trusted.
+/// A consumed message, its stream sequence and its event (`None`: poison).
+pub(crate) struct Consumed {
+    msg: jetstream::Message,
+    seq: u64,
+    event: Option<ResourceEvent>,
+}
+
+/// How many leading messages form whole commits: a trailing commit whose
+/// last event has not arrived yet is held back.
+fn complete_prefix(consumed: &[Consumed]) -> usize {
+    let commits: Vec<Option<&schemas::Commit>> = consumed.iter().map(|c| c.event.as_ref().map(|e| &e.commit)).collect();
+    complete_commits(&commits)
+}
+
+/// The pure rule behind [`complete_prefix`].
+fn complete_commits(commits: &[Option<&schemas::Commit>]) -> usize {
+    let Some(Some(last)) = commits.last() else { return commits.len() };
+    if last.index + 1 >= last.count {
+        return commits.len();
+    }
+    let open = last.id;
+    let tail = commits.iter().rev().take_while(|c| c.is_some_and(|c| c.id == open)).count();
+    commits.len() - tail
+}
+
 fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
     let addr = parse_resource_subject(subject).map_err(|e| e.to_string())?;
     let event: ResourceEvent = serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
@@ -274,6 +319,19 @@ fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_whose_last_event_has_not_arrived_is_held_back() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let c = |id, index, count| schemas::Commit { id, index, count };
+        let (a0, a1, b0, b1, b2) = (c(a, 0, 2), c(a, 1, 2), c(b, 0, 3), c(b, 1, 3), c(b, 2, 3));
+        assert_eq!(complete_commits(&[Some(&a0), Some(&a1)]), 2);
+        assert_eq!(complete_commits(&[Some(&a0), Some(&a1), Some(&b0), Some(&b1)]), 2);
+        assert_eq!(complete_commits(&[Some(&b0)]), 0);
+        assert_eq!(complete_commits(&[Some(&b0), Some(&b1), Some(&b2)]), 3);
+        assert_eq!(complete_commits(&[Some(&a0), None]), 2, "poison never blocks");
+        assert_eq!(complete_commits(&[]), 0);
+    }
 
     #[test]
     fn an_envelope_that_disagrees_with_its_subject_is_refused() {

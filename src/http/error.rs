@@ -37,6 +37,8 @@ pub enum ApiError {
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +64,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, IssueCode::TooLong),
             Self::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, IssueCode::Conflict),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueCode::Processing),
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, IssueCode::NotSupported),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception),
@@ -69,8 +72,31 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The same error with `prefix` before its message (e.g. `entry[3]: `).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let p = |m: String| format!("{prefix}{m}");
+        match self {
+            Self::Invalid(m, e) => Self::Invalid(p(m), e),
+            Self::Unauthorized(c, m) => Self::Unauthorized(c, p(m)),
+            Self::Forbidden(m) => Self::Forbidden(p(m)),
+            Self::NotFound(m) => Self::NotFound(p(m)),
+            Self::Gone(m) => Self::Gone(p(m)),
+            Self::MethodNotAllowed(m) => Self::MethodNotAllowed(p(m)),
+            Self::UnsupportedMediaType(m) => Self::UnsupportedMediaType(p(m)),
+            Self::NotAcceptable(m) => Self::NotAcceptable(p(m)),
+            Self::PayloadTooLarge(m) => Self::PayloadTooLarge(p(m)),
+            Self::Conflict(m) => Self::Conflict(p(m)),
+            Self::PreconditionFailed(m) => Self::PreconditionFailed(p(m)),
+            Self::Unprocessable(m) => Self::Unprocessable(p(m)),
+            Self::NotImplemented(m) => Self::NotImplemented(p(m)),
+            Self::Unavailable(m) => Self::Unavailable(p(m)),
+            Self::Internal(e) => Self::Internal(e),
+        }
+    }
+
+    /// The status and OperationOutcome this error answers with.
+    pub fn outcome(self) -> (StatusCode, OperationOutcome) {
         let (status, code) = self.status_and_code();
         let diagnostics = match &self {
             Self::Internal(e) => {
@@ -87,17 +113,23 @@ impl IntoResponse for ApiError {
         if let Self::Invalid(_, Some(expr)) = &self {
             outcome = outcome.at(expr.clone());
         }
+        (status, outcome)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let challenge = match &self {
+            Self::Unauthorized(Some(code), _) => Some(format!("Bearer realm=\"fhirstream\", error=\"{code}\"")),
+            Self::Unauthorized(None, _) => Some("Bearer realm=\"fhirstream\"".to_owned()),
+            _ => None,
+        };
+        let (status, outcome) = self.outcome();
         let body = serde_json::to_vec(&outcome).unwrap_or_default();
         let mut res = (status, body).into_response();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-        if let Self::Unauthorized(code, _) = &self {
-            let challenge = match code {
-                Some(code) => format!("Bearer realm=\"fhirstream\", error=\"{code}\""),
-                None => "Bearer realm=\"fhirstream\"".to_owned(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -120,6 +152,11 @@ impl From<CommandError> for ApiError {
             CommandError::Conflict => Self::Conflict(e.to_string()),
             CommandError::TenantExists(_) => Self::Conflict(e.to_string()),
             CommandError::TenantNotFound(_) => Self::NotFound(e.to_string()),
+            CommandError::TooLarge(msg) => Self::PayloadTooLarge(msg),
+            CommandError::BadRequest(msg) => Self::Invalid(msg, None),
+            CommandError::NotFound(msg) => Self::NotFound(msg),
+            CommandError::Unprocessable(msg) => Self::Unprocessable(msg),
+            CommandError::MultipleMatches(_) => Self::PreconditionFailed(e.to_string()),
             CommandError::Unavailable(detail) => Self::Unavailable(detail),
             CommandError::Internal(e) => Self::Internal(e),
         }

@@ -10,6 +10,7 @@ mod extract;
 mod metadata;
 mod read;
 pub mod response;
+mod transaction;
 mod write;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct HttpSettings {
     /// Public base URL, without a trailing slash.
     pub base_url: String,
     pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
     pub read_your_writes_timeout: Duration,
 }
 
@@ -59,8 +61,17 @@ pub type SharedState = Arc<AppState>;
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let authenticated = Router::new()
-        .route("/fhir/{tenant}/{rtype}", axum::routing::post(write::create))
-        .route("/fhir/{tenant}/{rtype}/{id}", get(read::read).put(write::update).delete(write::delete))
+        .route("/fhir/{tenant}", axum::routing::post(transaction::bundle))
+        .route(
+            "/fhir/{tenant}/{rtype}",
+            axum::routing::post(write::create)
+                .put(transaction::conditional_update)
+                .delete(transaction::conditional_delete),
+        )
+        .route(
+            "/fhir/{tenant}/{rtype}/{id}",
+            get(read::read).put(write::update).delete(write::delete).patch(transaction::patch),
+        )
         .route("/fhir/{tenant}/{rtype}/{id}/_history", get(read::history))
         .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread))
         .route("/admin/tenants", get(admin::list).post(admin::create))

@@ -28,8 +28,9 @@ pub(super) async fn create(
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Create)?;
-    if headers.contains_key("if-none-exist") {
-        return Err(ApiError::NotImplemented("conditional create (If-None-Exist) is not supported yet".into()));
+    if let Some(criteria) = headers.get("if-none-exist") {
+        let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
+        return super::transaction::conditional_create(state, target, caller, headers, &body, &criteria).await;
     }
     let written = commands(&state)?.create(&target.t.tenant, &caller.actor, target.rt, &body).await?;
     let location = format!(
@@ -111,7 +112,7 @@ async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, w
 
 /// Waits until the projector has applied `seq`, unless the client opted
 /// out. The write is durable either way; the header says which it is.
-async fn settle(state: &SharedState, headers: &HeaderMap, seq: u64) -> HeaderValue {
+pub(super) async fn settle(state: &SharedState, headers: &HeaderMap, seq: u64) -> HeaderValue {
     let eventual = headers
         .get(CONSISTENCY_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,381 @@
+//! Executing planned Bundles (and single conditional or PATCH writes, which
+//! are one-entry transactions): read what the stream says, decide every
+//! entry, then append all events as one atomic commit.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use futures::future::try_join_all;
+use serde_json::{Map, Value, json, value::RawValue};
+use uuid::Uuid;
+
+use schemas::event::{RESOURCE_EVENT_SCHEMA, now};
+use schemas::subject::{identifier_claim_subject, resource_subject};
+use schemas::validate::{Expect, check_resource};
+use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
+
+use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
+use crate::decide::{Current, Intent, decide};
+use crate::resources::{current_of, op_str, stamp};
+use crate::store::{BatchMessage, EventStore, OP_HEADER, VERSION_HEADER};
+use crate::{CommandError, Commands, Written};
+
+/// What happened to one entry.
+#[derive(Debug)]
+pub enum EntryResult {
+    /// 201: a new resource.
+    Created(Written),
+    /// 200: a new version of an existing resource.
+    Updated(Written),
+    /// 204: deleted (`None`: there was nothing to delete).
+    Deleted(Option<Written>),
+    /// 200: a conditional create matched this existing resource.
+    Existing { rt: ResourceType, id: ResourceId, version: Version, resource: Option<Box<RawValue>> },
+    /// A GET entry, for the caller to read after the commit is applied.
+    Read { rt: ResourceType, id: ResourceId },
+}
+
+/// A failed transaction: which entry, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{error}", index.map(|i| format!("entry[{i}]: ")).unwrap_or_default())]
+pub struct EntryFailure {
+    /// The failing entry, when one entry is to blame.
+    pub index: Option<usize>,
+    #[source]
+    pub error: CommandError,
+}
+
+/// The outcome of a committed transaction.
+#[derive(Debug)]
+pub struct TxOutcome {
+    /// Per entry, in the Bundle's original order.
+    pub results: Vec<EntryResult>,
+    /// The stream sequence of the commit's last event, if it wrote any.
+    pub last_seq: Option<u64>,
+}
+
+/// Ids that a conditional entry matched in the read model (from search),
+/// keyed by entry index. The claim subjects are checked here as well.
+pub type ReadModelMatches = HashMap<usize, Vec<ResourceId>>;
+
+fn fail(index: usize) -> impl FnOnce(CommandError) -> EntryFailure {
+    move |error| EntryFailure { index: Some(index), error }
+}
+
+fn whole(error: CommandError) -> EntryFailure {
+    EntryFailure { index: None, error }
+}
+
+fn bundle_failure(e: BundleError) -> EntryFailure {
+    match e {
+        BundleError::Entry { index, message } => {
+            EntryFailure { index: Some(index), error: CommandError::BadRequest(message) }
+        }
+        other => whole(CommandError::BadRequest(other.to_string())),
+    }
+}
+
+/// A conditional entry's resolution.
+enum Match {
+    None,
+    One(ResourceId),
+}
+
+impl Commands {
+    /// Runs a transaction: every entry is decided before anything is
+    /// written, and all writes are one atomic commit, so a failure leaves
+    /// no event at all.
+    pub async fn transaction(
+        &self,
+        tenant: &TenantId,
+        actor: &Actor,
+        entries: Vec<Entry>,
+        read_model: &ReadModelMatches,
+        new_id: impl FnMut(&Entry) -> ResourceId,
+    ) -> Result<TxOutcome, EntryFailure> {
+        let store = self.store();
+        let count = entries.len();
+
+        // 1. Conditional entries: what do they match?
+        let mut existing = HashMap::new();
+        let mut claims: Vec<(usize, String, Option<u64>)> = Vec::new();
+        for e in &entries {
+            let criteria = e.if_none_exist.as_ref().or(e.conditional.as_ref());
+            let Some(criteria) = criteria else { continue };
+            let (found, claim) = resolve(store, tenant, e, criteria, read_model.get(&e.index)).await?;
+            match found {
+                Match::One(id) => {
+                    existing.insert(e.index, id);
+                }
+                Match::None if e.method != Method::Delete => {
+                    if let Some((subject, seq)) = claim {
+                        claims.push((e.index, subject, seq));
+                    }
+                }
+                Match::None => {}
+            }
+        }
+        let conditional_create_matched: Vec<usize> = entries
+            .iter()
+            .filter(|e| e.if_none_exist.is_some() && existing.contains_key(&e.index))
+            .map(|e| e.index)
+            .collect();
+        let deletes_matching_nothing: Vec<usize> = entries
+            .iter()
+            .filter(|e| e.method == Method::Delete && e.conditional.is_some() && !existing.contains_key(&e.index))
+            .map(|e| e.index)
+            .collect();
+
+        // 2. Ids, references and order.
+        let planned = bundle::plan(entries, new_id, &existing).map_err(bundle_failure)?;
+
+        // 3. The current state of every resource that is written.
+        let writes: Vec<&Planned> = planned
+            .iter()
+            .filter(|p| p.entry.method != Method::Get)
+            .filter(|p| !conditional_create_matched.contains(&p.entry.index))
+            .filter(|p| !deletes_matching_nothing.contains(&p.entry.index))
+            .collect();
+        let currents = try_join_all(writes.iter().map(|p| async {
+            let subject = resource_subject(tenant, p.entry.rt, &p.id);
+            let needs_read = p.entry.method != Method::Post;
+            let last =
+                if needs_read { store.last_resource_event(&subject).await.map_err(fail(p.entry.index))? } else { None };
+            Ok::<_, EntryFailure>(last)
+        }))
+        .await?;
+
+        // 4. Decide every write; build the events.
+        let commit = Uuid::now_v7();
+        let at = now();
+        let n_events = writes.len() as u32;
+        let mut messages = Vec::with_capacity(writes.len() + claims.len());
+        let mut written: HashMap<usize, (EventOp, Written)> = HashMap::new();
+        let mut skipped_deletes = Vec::new();
+        for (k, (p, last)) in writes.iter().zip(currents).enumerate() {
+            let i = p.entry.index;
+            let current = last.as_ref().map(current_of).transpose().map_err(fail(i))?;
+            let intent = match p.entry.method {
+                Method::Delete => Intent::Delete { if_match: p.entry.if_match },
+                _ => Intent::Put { if_match: p.entry.if_match },
+            };
+            let resource = match p.entry.method {
+                Method::Patch => Some(apply_patch(p, current, last.as_ref().map(|l| &l.payload[..])).map_err(fail(i))?),
+                _ => p.resource.clone(),
+            };
+            let Some(decision) = decide(current, intent).map_err(fail(i))? else {
+                skipped_deletes.push(i);
+                continue;
+            };
+            let resource = match resource {
+                Some(mut r) => {
+                    stamp(&mut r, &p.id, decision.version, &at);
+                    Some(
+                        serde_json::value::to_raw_value(&r)
+                            .context("serialize the resource")
+                            .map_err(|e| fail(i)(e.into()))?,
+                    )
+                }
+                None => None,
+            };
+            let event = ResourceEvent {
+                schema: RESOURCE_EVENT_SCHEMA.into(),
+                event_id: Uuid::now_v7(),
+                tenant: tenant.clone(),
+                resource_type: p.entry.rt,
+                id: p.id.clone(),
+                version: decision.version,
+                op: decision.op,
+                at,
+                actor: actor.clone(),
+                commit: Commit { id: commit, index: k as u32, count: n_events },
+                resource,
+            };
+            let payload = serde_json::to_vec(&event).context("serialize the event").map_err(|e| fail(i)(e.into()))?;
+            messages.push(BatchMessage {
+                subject: resource_subject(tenant, p.entry.rt, &p.id),
+                event_id: event.event_id,
+                expected_seq: decision.expected_seq,
+                headers: vec![
+                    (VERSION_HEADER, decision.version.to_string()),
+                    (OP_HEADER, op_str(decision.op).to_owned()),
+                ],
+                payload,
+            });
+            written.insert(
+                i,
+                (
+                    decision.op,
+                    Written {
+                        resource_type: event.resource_type,
+                        id: event.id,
+                        version: event.version,
+                        op: event.op,
+                        last_updated: event.at,
+                        seq: 0,
+                        resource: event.resource,
+                    },
+                ),
+            );
+        }
+        if messages.len() != n_events as usize {
+            // Some deletes turned out to be no-ops: renumber the commit.
+            renumber(&mut messages)?;
+        }
+        let claimed: HashMap<usize, ResourceId> = planned.iter().map(|p| (p.entry.index, p.id.clone())).collect();
+        for (index, subject, seq) in claims {
+            let Some(id) = claimed.get(&index) else { continue };
+            let Some((_, w)) = written.get(&index) else { continue };
+            let payload = json!({
+                "schema": "fhirstream.identifier-claim/1",
+                "tenant": tenant, "resource_type": planned_type(&planned, index),
+                "id": id, "version": w.version,
+            });
+            messages.push(BatchMessage {
+                subject,
+                event_id: Uuid::now_v7(),
+                expected_seq: seq.unwrap_or(0),
+                headers: Vec::new(),
+                payload: payload.to_string().into_bytes(),
+            });
+        }
+
+        // 5. One atomic commit.
+        // A refused batch does not say which expectation failed; every entry
+        // was checked just before, so it is a concurrent writer: no index.
+        let seqs = store.append_batch(&commit.simple().to_string(), messages).await.map_err(whole)?;
+        let mut by_entry: HashMap<usize, EntryResult> = HashMap::new();
+        let mut order: Vec<usize> = written.keys().copied().collect();
+        order.sort_by_key(|i| planned.iter().position(|p| p.entry.index == *i));
+        for (i, seq) in order.into_iter().zip(seqs.iter()) {
+            if let Some((op, mut w)) = written.remove(&i) {
+                w.seq = *seq;
+                let result = match op {
+                    EventOp::Create => EntryResult::Created(w),
+                    EventOp::Update => EntryResult::Updated(w),
+                    EventOp::Delete => EntryResult::Deleted(Some(w)),
+                };
+                by_entry.insert(i, result);
+            }
+        }
+        for i in skipped_deletes.into_iter().chain(deletes_matching_nothing) {
+            by_entry.insert(i, EntryResult::Deleted(None));
+        }
+        for p in &planned {
+            let i = p.entry.index;
+            if p.entry.method == Method::Get {
+                by_entry.insert(i, EntryResult::Read { rt: p.entry.rt, id: p.id.clone() });
+            } else if conditional_create_matched.contains(&i) {
+                let last = store
+                    .last_resource_event(&resource_subject(tenant, p.entry.rt, &p.id))
+                    .await
+                    .map_err(fail(i))?
+                    .ok_or_else(|| fail(i)(CommandError::Conflict))?;
+                let event: ResourceEvent = serde_json::from_slice(&last.payload)
+                    .context("decode the matched resource")
+                    .map_err(|e| fail(i)(e.into()))?;
+                by_entry.insert(
+                    i,
+                    EntryResult::Existing {
+                        rt: p.entry.rt,
+                        id: p.id.clone(),
+                        version: event.version,
+                        resource: event.resource,
+                    },
+                );
+            }
+        }
+        let results = (0..count)
+            .map(|i| {
+                by_entry
+                    .remove(&i)
+                    .ok_or_else(|| whole(CommandError::Internal(anyhow::anyhow!("entry {i} has no result"))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TxOutcome { results, last_seq: seqs.last().copied() })
+    }
+}
+
+fn planned_type(planned: &[Planned], index: usize) -> &'static str {
+    planned.iter().find(|p| p.entry.index == index).map_or("", |p| p.entry.rt.as_str())
+}
+
+/// Rewrites the `commit.index`/`count` of every event when fewer events
+/// than planned are appended.
+fn renumber(messages: &mut [BatchMessage]) -> Result<(), EntryFailure> {
+    let count = messages.len() as u32;
+    for (k, m) in messages.iter_mut().enumerate() {
+        let mut event: ResourceEvent =
+            serde_json::from_slice(&m.payload).context("re-read an event").map_err(|e| whole(e.into()))?;
+        event.commit.index = k as u32;
+        event.commit.count = count;
+        m.payload = serde_json::to_vec(&event).context("re-serialize an event").map_err(|e| whole(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Decides what a conditional entry matches: the identifier claim (which
+/// conditional writers maintain atomically) and the read model's matches
+/// (which also see resources written without conditions). Returns the
+/// claim subject and its last sequence, for a write that must claim it.
+async fn resolve(
+    store: &EventStore,
+    tenant: &TenantId,
+    e: &Entry,
+    criteria: &IdentifierCriteria,
+    read_model: Option<&Vec<ResourceId>>,
+) -> Result<(Match, Option<(String, Option<u64>)>), EntryFailure> {
+    let mut ids: Vec<ResourceId> = read_model.cloned().unwrap_or_default();
+    let mut claim = None;
+    if let Some(system) = &criteria.system {
+        let subject = identifier_claim_subject(tenant, e.rt, system, &criteria.value);
+        let last = store.last_resource_event(&subject).await.map_err(fail(e.index))?;
+        let last_seq = last.as_ref().map(|l| l.seq);
+        if let Some(last) = last {
+            let claimed = serde_json::from_slice::<Value>(&last.payload)
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).and_then(|s| ResourceId::parse(s).ok()));
+            if let Some(id) = claimed {
+                // A claim counts only while its resource is live.
+                let live = match store
+                    .last_resource_event(&resource_subject(tenant, e.rt, &id))
+                    .await
+                    .map_err(fail(e.index))?
+                {
+                    Some(l) => !current_of(&l).map_err(fail(e.index))?.deleted,
+                    None => false,
+                };
+                if live && !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        claim = Some((subject, last_seq));
+    }
+    match ids.len() {
+        0 => Ok((Match::None, claim)),
+        1 => Ok((Match::One(ids.remove(0)), None)),
+        n => Err(fail(e.index)(CommandError::MultipleMatches(n))),
+    }
+}
+
+/// Applies a JSON Patch to the current version and validates the result.
+fn apply_patch(p: &Planned, current: Option<Current>, last: Option<&[u8]>) -> Result<Map<String, Value>, CommandError> {
+    let (Some(current), Some(last)) = (current, last) else {
+        return Err(CommandError::NotFound(format!("{}/{} is not known", p.entry.rt, p.id)));
+    };
+    if current.deleted {
+        return Err(CommandError::NotFound(format!("{}/{} was deleted", p.entry.rt, p.id)));
+    }
+    let event: ResourceEvent = serde_json::from_slice(last).context("decode the current version")?;
+    let mut doc: Value = match event.resource {
+        Some(r) => serde_json::from_str(r.get()).context("decode the current resource")?,
+        None => return Err(CommandError::NotFound(format!("{}/{} was deleted", p.entry.rt, p.id))),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(p.entry.body.clone().unwrap_or(Value::Null))
+        .map_err(|e| CommandError::Unprocessable(format!("not a JSON Patch document: {e}")))?;
+    json_patch::patch(&mut doc, &patch)
+        .map_err(|e| CommandError::Unprocessable(format!("the patch does not apply: {e}")))?;
+    check_resource(doc, Expect::Update(p.entry.rt, &p.id))
+        .map_err(|e| CommandError::Unprocessable(format!("the patched resource is not valid: {e}")))
+}

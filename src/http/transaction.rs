@@ -1,0 +1,404 @@
+//! Transaction and batch Bundles, and the single writes that run as
+//! one-entry transactions: conditional create/update/delete and PATCH.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use command::Commands;
+use command::bundle::{self, BundleError, BundleKind, Entry, IdentifierCriteria, Method};
+use command::transaction::{EntryFailure, EntryResult, ReadModelMatches, TxOutcome};
+use query::ReadResult;
+use schemas::event::instant;
+use schemas::scope::Interaction;
+use schemas::{ResourceId, TenantId};
+
+use super::auth::Caller;
+use super::extract::{FhirBody, InTenant, InstanceTarget, TypeTarget, if_match};
+use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
+use super::write::settle;
+use super::{ApiError, SharedState};
+
+fn commands(state: &SharedState) -> Result<&Commands, ApiError> {
+    state.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
+}
+
+fn interaction(m: Method) -> Interaction {
+    match m {
+        Method::Post => Interaction::Create,
+        Method::Put | Method::Patch => Interaction::Update,
+        Method::Delete => Interaction::Delete,
+        Method::Get => Interaction::Read,
+    }
+}
+
+fn bundle_error(e: BundleError) -> ApiError {
+    match e {
+        BundleError::TooManyEntries { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        e => ApiError::invalid(e.to_string()),
+    }
+}
+
+/// An entry's failure as the whole request's error, naming the entry.
+fn entry_failure(f: EntryFailure) -> ApiError {
+    let prefix = f.index.map(|i| format!("entry[{i}]: ")).unwrap_or_default();
+    ApiError::from(f.error).prefixed(&prefix)
+}
+
+/// What the read model knows about each conditional entry's criteria.
+async fn read_model_matches(
+    state: &SharedState,
+    tenant: &TenantId,
+    entries: &[Entry],
+) -> Result<ReadModelMatches, ApiError> {
+    let mut matches = ReadModelMatches::new();
+    let Some(queries) = &state.queries else { return Ok(matches) };
+    for e in entries {
+        if let Some(c) = e.if_none_exist.as_ref().or(e.conditional.as_ref()) {
+            let ids = queries.find_by_identifier(tenant, e.rt, c.system.as_deref(), &c.value, 2).await?;
+            matches.insert(e.index, ids);
+        }
+    }
+    Ok(matches)
+}
+
+/// Runs entries as one transaction, with authorization per entry. The
+/// outer error is the request's; the inner one names the failing entry.
+async fn run(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    entries: Vec<Entry>,
+) -> Result<Result<TxOutcome, EntryFailure>, ApiError> {
+    for e in &entries {
+        caller.require(e.rt, interaction(e.method))?;
+        if !t.state.config.allows(e.rt.as_str()) {
+            return Err(ApiError::NotFound(format!(
+                "entry[{}]: resource type {} is not enabled for this tenant",
+                e.index, e.rt
+            )));
+        }
+    }
+    let matches = read_model_matches(state, &t.tenant, &entries).await?;
+    Ok(commands(state)?.transaction(&t.tenant, &caller.actor, entries, &matches, |_| ResourceId::generate()).await)
+}
+
+/// The error of a single request that ran as a one-entry transaction.
+fn single_failure(f: EntryFailure) -> ApiError {
+    ApiError::from(f.error)
+}
+
+/// `POST /fhir/{tenant}`: a transaction or batch Bundle.
+pub(super) async fn bundle(
+    State(state): State<SharedState>,
+    t: InTenant,
+    caller: Caller,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    let (kind, entries) = bundle::parse(&body, state.settings.max_bundle_entries).map_err(bundle_error)?;
+    let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
+    let (entries_json, last_seq, bundle_type) = match kind {
+        BundleKind::Transaction => {
+            let outcome = run(&state, &t, &caller, entries).await?.map_err(entry_failure)?;
+            let applied = settle_seq(&state, &headers, outcome.last_seq).await;
+            let mut out = Vec::with_capacity(outcome.results.len());
+            for result in outcome.results {
+                out.push(entry_json(&state, &t, &base, result, applied).await?);
+            }
+            (out, outcome.last_seq, "transaction-response")
+        }
+        BundleKind::Batch => {
+            let mut out = Vec::with_capacity(entries.len());
+            let mut last_seq = None;
+            let mut results = Vec::with_capacity(entries.len());
+            for mut e in entries {
+                let index = e.index;
+                e.index = 0;
+                let result = match run(&state, &t, &caller, vec![e]).await {
+                    Ok(r) => r.map_err(single_failure),
+                    Err(e) => Err(e),
+                };
+                if let Ok(o) = &result {
+                    last_seq = last_seq.max(o.last_seq);
+                }
+                results.push((index, result));
+            }
+            let applied = settle_seq(&state, &headers, last_seq).await;
+            for (_, result) in results {
+                out.push(match result {
+                    Ok(mut o) => entry_json(&state, &t, &base, o.results.remove(0), applied).await?,
+                    Err(e) => error_entry(e),
+                });
+            }
+            (out, last_seq, "batch-response")
+        }
+    };
+    let response = json!({ "resourceType": "Bundle", "type": bundle_type, "entry": entries_json });
+    let mut res = fhir_json(StatusCode::OK, response.to_string());
+    let projection = if last_seq.is_none() { "skipped" } else { "applied" };
+    res.headers_mut().insert(PROJECTION_HEADER.clone(), HeaderValue::from_static(projection));
+    Ok(res)
+}
+
+async fn settle_seq(state: &SharedState, headers: &HeaderMap, seq: Option<u64>) -> bool {
+    match seq {
+        Some(seq) => settle(state, headers, seq).await == "applied",
+        None => true,
+    }
+}
+
+/// The response entry of one result.
+async fn entry_json(
+    state: &SharedState,
+    t: &InTenant,
+    base: &str,
+    result: EntryResult,
+    applied: bool,
+) -> Result<Value, ApiError> {
+    let response = |status: &str, rt_id: Option<(&str, &ResourceId, schemas::Version)>, at: Option<String>| {
+        let mut r = json!({ "status": status });
+        if let Some((rt, id, v)) = rt_id {
+            r["location"] = json!(format!("{base}/{rt}/{id}/_history/{v}"));
+            r["etag"] = json!(v.etag());
+        }
+        if let Some(at) = at {
+            r["lastModified"] = json!(at);
+        }
+        json!({ "response": r })
+    };
+    Ok(match result {
+        EntryResult::Created(w) => {
+            response("201 Created", Some((w.resource_type.as_str(), &w.id, w.version)), Some(instant(&w.last_updated)))
+        }
+        EntryResult::Updated(w) => {
+            response("200 OK", Some((w.resource_type.as_str(), &w.id, w.version)), Some(instant(&w.last_updated)))
+        }
+        EntryResult::Deleted(Some(w)) => {
+            let mut e = response("204 No Content", None, Some(instant(&w.last_updated)));
+            e["response"]["etag"] = json!(w.version.etag());
+            e
+        }
+        EntryResult::Deleted(None) => response("204 No Content", None, None),
+        EntryResult::Existing { rt, id, version, resource } => {
+            let mut e = response("200 OK", Some((rt.as_str(), &id, version)), None);
+            if let Some(r) = resource {
+                e["resource"] = serde_json::from_str(r.get()).unwrap_or(Value::Null);
+            }
+            e
+        }
+        EntryResult::Read { rt, id } => {
+            let queries = state
+                .queries
+                .as_ref()
+                .ok_or_else(|| ApiError::MethodNotAllowed("this node does not serve reads".into()))?;
+            if !applied {
+                return Ok(error_entry(ApiError::Unavailable("the transaction's writes are not yet readable".into())));
+            }
+            match queries.read(&t.tenant, rt, &id).await? {
+                Some(ReadResult::Live(v)) => {
+                    let mut e = response("200 OK", None, Some(instant(&v.last_updated)));
+                    e["response"]["etag"] = json!(v.version.etag());
+                    e["resource"] =
+                        serde_json::from_str(v.resource.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
+                    e
+                }
+                Some(ReadResult::Deleted(_)) => error_entry(ApiError::Gone(format!("{rt}/{id} was deleted"))),
+                None => error_entry(ApiError::NotFound(format!("{rt}/{id} is not known"))),
+            }
+        }
+    })
+}
+
+/// A batch entry that failed: its status and OperationOutcome.
+fn error_entry(e: ApiError) -> Value {
+    let (status, outcome) = e.outcome();
+    json!({
+        "response": {
+            "status": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or_default()),
+            "outcome": outcome,
+        }
+    })
+}
+
+fn criteria(query: Option<String>) -> Result<IdentifierCriteria, ApiError> {
+    let q = query
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::MethodNotAllowed("a conditional operation needs search criteria".into()))?;
+    IdentifierCriteria::parse(&q).map_err(|m| ApiError::Invalid(m, None))
+}
+
+/// The single-resource answer of a one-entry transaction.
+async fn single(
+    state: &SharedState,
+    headers: &HeaderMap,
+    base: &str,
+    outcome: TxOutcome,
+) -> Result<Response, ApiError> {
+    let projection = match outcome.last_seq {
+        Some(seq) => settle(state, headers, seq).await,
+        None => HeaderValue::from_static("skipped"),
+    };
+    let result = outcome
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("a one-entry transaction without a result"))?;
+    let (status, w) = match result {
+        EntryResult::Created(w) => (StatusCode::CREATED, w),
+        EntryResult::Updated(w) => (StatusCode::OK, w),
+        EntryResult::Deleted(w) => {
+            let mut res = StatusCode::NO_CONTENT.into_response();
+            if let Some(w) = w {
+                version_headers(res.headers_mut(), w.version, &w.last_updated);
+            }
+            res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
+            return Ok(res);
+        }
+        EntryResult::Existing { rt, id, version, resource } => {
+            let body = resource.map(|r| r.get().to_owned()).unwrap_or_default();
+            let mut res = fhir_json(StatusCode::OK, body);
+            res.headers_mut().insert(
+                header::ETAG,
+                HeaderValue::from_str(&version.etag()).map_err(|e| ApiError::Internal(e.into()))?,
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("{base}/{rt}/{id}/_history/{version}")) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(res);
+        }
+        EntryResult::Read { .. } => return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read"))),
+    };
+    let rt = w.resource_type;
+    let location = format!("{base}/{rt}/{}/_history/{}", w.id, w.version);
+    let body = w.resource.as_ref().map(|r| r.get().to_owned()).unwrap_or_default();
+    let mut res = fhir_json(status, body);
+    version_headers(res.headers_mut(), w.version, &w.last_updated);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        if status == StatusCode::CREATED {
+            res.headers_mut().insert(header::LOCATION, v.clone());
+        }
+        res.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
+    Ok(res)
+}
+
+fn base(state: &SharedState, tenant: &TenantId) -> String {
+    format!("{}/fhir/{tenant}", state.settings.base_url)
+}
+
+/// `POST /fhir/{tenant}/{type}` with `If-None-Exist`.
+pub(super) async fn conditional_create(
+    state: SharedState,
+    target: TypeTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    body: &[u8],
+    if_none_exist: &str,
+) -> Result<Response, ApiError> {
+    let criteria =
+        IdentifierCriteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
+    let resource: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let entry = Entry {
+        index: 0,
+        method: Method::Post,
+        rt: target.rt,
+        id: None,
+        conditional: None,
+        full_url: None,
+        body: Some(resource),
+        if_match: None,
+        if_none_exist: Some(criteria),
+    };
+    let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
+    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+}
+
+/// `PUT /fhir/{tenant}/{type}?identifier=...`
+pub(super) async fn conditional_update(
+    State(state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    let criteria = criteria(query)?;
+    let resource: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let entry = Entry {
+        index: 0,
+        method: Method::Put,
+        rt: target.rt,
+        id: None,
+        conditional: Some(criteria),
+        full_url: None,
+        body: Some(resource),
+        if_match: if_match(&headers)?,
+        if_none_exist: None,
+    };
+    let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
+    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+}
+
+/// `DELETE /fhir/{tenant}/{type}?identifier=...`
+pub(super) async fn conditional_delete(
+    State(state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = Entry {
+        index: 0,
+        method: Method::Delete,
+        rt: target.rt,
+        id: None,
+        conditional: Some(criteria(query)?),
+        full_url: None,
+        body: None,
+        if_match: None,
+        if_none_exist: None,
+    };
+    let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
+    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+}
+
+/// `PATCH /fhir/{tenant}/{type}/{id}` with a JSON Patch document.
+pub(super) async fn patch(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !ct.starts_with("application/json-patch+json") {
+        return Err(ApiError::UnsupportedMediaType("PATCH takes application/json-patch+json (JSON Patch)".into()));
+    }
+    if body.len() > state.settings.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the request body exceeds {} bytes",
+            state.settings.max_body_bytes
+        )));
+    }
+    let doc: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let entry = Entry {
+        index: 0,
+        method: Method::Patch,
+        rt: target.rt,
+        id: Some(target.id.clone()),
+        conditional: None,
+        full_url: None,
+        body: Some(doc),
+        if_match: if_match(&headers)?,
+        if_none_exist: None,
+    };
+    let t = InTenant { tenant: target.t.tenant.clone(), state: target.t.state.clone() };
+    let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;
+    single(&state, &headers, &base(&state, &t.tenant), outcome).await
+}
