@@ -244,6 +244,7 @@ impl Commands {
         // A refused batch does not say which expectation failed; every entry
         // was checked just before, so it is a concurrent writer: no index.
         let seqs = store.append_batch(&commit.simple().to_string(), messages).await.map_err(whole)?;
+        let n_written = written.len();
         let mut by_entry: HashMap<usize, EntryResult> = HashMap::new();
         let mut order: Vec<usize> = written.keys().copied().collect();
         order.sort_by_key(|i| planned.iter().position(|p| p.entry.index == *i));
@@ -292,7 +293,10 @@ impl Commands {
                     .ok_or_else(|| whole(CommandError::Internal(anyhow::anyhow!("entry {i} has no result"))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TxOutcome { results, last_seq: seqs.last().copied() })
+        // The read model's progress is measured in resource events; the
+        // identifier claims that follow them are never projected.
+        let last_seq = seqs.get(n_written.saturating_sub(1)).copied().filter(|_| n_written > 0);
+        Ok(TxOutcome { results, last_seq })
     }
 }
 

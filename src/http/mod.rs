@@ -62,6 +62,7 @@ pub type SharedState = Arc<AppState>;
 pub fn router(state: SharedState) -> Router {
     let authenticated = Router::new()
         .route("/fhir/{tenant}", axum::routing::post(transaction::bundle))
+        .route("/fhir/{tenant}/", axum::routing::post(transaction::bundle))
         .route(
             "/fhir/{tenant}/{rtype}",
             axum::routing::post(write::create)

@@ -312,6 +312,32 @@ impl Fold {
 }
 
 impl TestApp {
+    /// Every event on `filter`, in stream order, as JSON.
+    pub async fn events(&self, filter: &str) -> Vec<Value> {
+        use futures::StreamExt as _;
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer");
+        let mut pending = consumer.cached_info().num_pending;
+        let mut out = Vec::new();
+        if pending == 0 {
+            return out;
+        }
+        let mut messages = consumer.messages().await.expect("messages");
+        while pending > 0 {
+            let msg = messages.next().await.expect("a message").expect("a good message");
+            pending = msg.info().expect("info").pending;
+            out.push(serde_json::from_slice(&msg.payload).expect("JSON event"));
+        }
+        out
+    }
+
     /// Folds a tenant's events straight from the stream, independently of
     /// the projector's code.
     pub async fn fold_stream(&self, tenant: &str) -> Fold {
@@ -382,15 +408,23 @@ impl TestApp {
         (checkpoint.unwrap_or(0) as u64, last)
     }
 
+    /// Whether the projector has applied every resource event: its consumer
+    /// has nothing undelivered or unacknowledged (identifier claims, which
+    /// it never sees, do not count).
+    pub async fn caught_up(&self) -> bool {
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        match stream.consumer_info("projector-main").await {
+            Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0,
+            Err(_) => false,
+        }
+    }
+
     /// Waits (bounded) until the projector has applied the whole stream.
     pub async fn wait_caught_up(&self, within: Duration) {
         let deadline = Instant::now() + within;
-        loop {
-            let (checkpoint, last) = self.projection_lag().await;
-            if checkpoint >= last {
-                return;
-            }
-            assert!(Instant::now() < deadline, "projector still behind: {checkpoint} < {last}");
+        while !self.caught_up().await {
+            assert!(Instant::now() < deadline, "projector still behind: {:?}", self.projection_lag().await);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
