@@ -24,6 +24,36 @@ pub enum Command {
     Tenants(TenantsArgs),
     /// Mint a development token signed with the configured HS256 secret.
     Token(TokenArgs),
+    /// Load transaction/batch Bundles and NDJSON files (plain or gzipped).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Tenant to load into (it must exist).
+    #[arg(long)]
+    pub tenant: String,
+    /// Files or directories (`*.json`, `*.ndjson`, optionally `.gz`).
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Commits in flight at once.
+    #[arg(long, env = "FHIRSTREAM_IMPORT_IN_FLIGHT", default_value_t = 16)]
+    pub in_flight: usize,
+    /// Resources per commit for NDJSON, and the most per commit when a
+    /// Bundle is larger than one atomic batch (it is then split).
+    #[arg(long, default_value_t = 500)]
+    pub chunk: usize,
+    /// The projector whose progress to wait for at the end.
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
+    pub projector_name: String,
+    /// Do not wait for the read model to apply the import.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// No progress bar (for logs and tests).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -92,6 +92,8 @@ pub struct Entry {
     pub body: Option<Value>,
     pub if_match: Option<Version>,
     pub if_none_exist: Option<IdentifierCriteria>,
+    /// An id already chosen for a POST entry (import), used by [`plan`].
+    pub id_hint: Option<ResourceId>,
 }
 
 /// Why a Bundle or one of its entries is refused.
@@ -191,7 +193,7 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
     if matches!(method, Method::Post | Method::Put | Method::Patch) && body.is_none() {
         return Err(entry_err(index, "entry.resource is required for POST, PUT and PATCH"));
     }
-    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist })
+    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist, id_hint: None })
 }
 
 /// A write decided by the planner: the resource's final id and (for POST and
@@ -220,7 +222,7 @@ pub fn plan(
             (_, Some(found), _) => found.clone(),
             (_, None, Some(id)) => id.clone(),
             (Method::Put, None, None) => body_id(e).unwrap_or_else(|| new_id(e)),
-            _ => new_id(e),
+            _ => e.id_hint.clone().unwrap_or_else(|| new_id(e)),
         };
         if e.method != Method::Get && !targets.insert((e.rt, id.clone())) {
             return Err(entry_err(e.index, format!("{}/{id} is the target of more than one entry", e.rt)));
@@ -256,6 +258,51 @@ pub fn plan(
     }
     planned.sort_by_key(|p| (p.entry.method, p.entry.index));
     Ok(planned)
+}
+
+/// The id an import gives a POST entry: the UUID of a `urn:uuid:` fullUrl
+/// (Synthea's are the natural ids), else a UUID v5 of the fullUrl or of the
+/// entry's position in its source. Deterministic, so importing the same
+/// data twice targets the same resources and creates nothing twice.
+pub fn import_id(e: &Entry, source: &str) -> ResourceId {
+    if let Some(uuid) = e.full_url.as_deref().and_then(|u| u.strip_prefix("urn:uuid:")) {
+        if let Ok(id) = ResourceId::parse(uuid) {
+            return id;
+        }
+    }
+    let name = match &e.full_url {
+        Some(url) => url.clone(),
+        None => format!("{source}#{}", e.index),
+    };
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes());
+    ResourceId::parse(&id.to_string()).unwrap_or_else(|_| ResourceId::generate())
+}
+
+/// Resolves every entry's references to the ids `id_of` assigns, across
+/// the whole Bundle, so its entries can then be committed in several
+/// chunks (or one by one) without dangling `urn:uuid:` references.
+pub fn resolve_in_place(entries: &mut [Entry], mut id_of: impl FnMut(&Entry) -> ResourceId) -> Result<(), BundleError> {
+    let mut refs = HashMap::new();
+    for e in entries.iter_mut() {
+        if e.method == Method::Post {
+            let id = id_of(e);
+            if let Some(full) = &e.full_url {
+                refs.insert(full.clone(), format!("{}/{id}", e.rt));
+            }
+            e.id_hint = Some(id);
+        }
+    }
+    for e in entries.iter_mut() {
+        if let Some(body) = e.body.as_mut() {
+            if let Some(unresolved) = rewrite_references(body, &refs) {
+                return Err(entry_err(
+                    e.index,
+                    format!("reference '{unresolved}' does not resolve to an entry of this Bundle"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn body_id(e: &Entry) -> Option<ResourceId> {

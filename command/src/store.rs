@@ -306,6 +306,9 @@ async fn last_on(stream: &jetstream::stream::Stream, subject: &str) -> Result<Op
 fn publish_error(e: jetstream::context::PublishError) -> CommandError {
     match e.kind() {
         PublishErrorKind::WrongLastSequence => CommandError::Conflict,
+        PublishErrorKind::MaxPayloadExceeded => {
+            CommandError::TooLarge(format!("the event exceeds the event stream's message size limit ({e})"))
+        }
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound => {
             CommandError::Unavailable(e.to_string())
         }

@@ -312,6 +312,7 @@ pub(super) async fn conditional_create(
         body: Some(resource),
         if_match: None,
         if_none_exist: Some(criteria),
+        id_hint: None,
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
@@ -339,6 +340,7 @@ pub(super) async fn conditional_update(
         body: Some(resource),
         if_match: if_match(&headers)?,
         if_none_exist: None,
+        id_hint: None,
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
@@ -362,6 +364,7 @@ pub(super) async fn conditional_delete(
         body: None,
         if_match: None,
         if_none_exist: None,
+        id_hint: None,
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
@@ -397,6 +400,7 @@ pub(super) async fn patch(
         body: Some(doc),
         if_match: if_match(&headers)?,
         if_none_exist: None,
+        id_hint: None,
     };
     let t = InTenant { tenant: target.t.tenant.clone(), state: target.t.state.clone() };
     let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;

@@ -1,0 +1,289 @@
+//! `fhirstream import`: loads Bundles and NDJSON straight onto the stream.
+//!
+//! Every resource gets a deterministic id (a `urn:uuid:` fullUrl's UUID, or
+//! a UUID v5 of its fullUrl or position), and every commit is create-only
+//! (expected last subject sequence 0). Running the same import again, after
+//! an interruption or not, therefore skips what is already there and never
+//! duplicates anything. Bundles larger than one atomic batch are split into
+//! chunks after their references are resolved across the whole Bundle: each
+//! chunk is atomic, the Bundle as a whole is not (the documented split mode).
+
+use std::io::{BufRead as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use command::bundle::{self, Entry, Method};
+use command::{AppliedWatch, CommandError, Commands};
+use schemas::{Actor, ResourceType, TenantId};
+
+use crate::config::ImportArgs;
+use crate::startup::{connect_nats, open_store};
+
+/// One atomic commit's worth of entries, with references already resolved.
+struct Unit {
+    source: String,
+    entries: Vec<Entry>,
+}
+
+#[derive(Default)]
+struct Tally {
+    created: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    last_seq: AtomicU64,
+}
+
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(&args.tenant).context("--tenant is not a tenant name")?;
+    let nats = connect_nats(&args.conn).await?;
+    let store = open_store(&args.conn, nats.clone()).await?;
+    let registry = projector::TenantRegistry::follow(store.jetstream(), &args.conn.tenant_stream).await?;
+    registry.get(&tenant).await?.with_context(|| format!("tenant '{tenant}' does not exist; create it first"))?;
+    let applied = AppliedWatch::follow(&nats, &args.projector_name).await?;
+    let commands = Commands::new(store);
+    let actor = Actor { sub: "import".into(), client: Some("fhirstream import".into()) };
+
+    let files = collect_files(&args.paths)?;
+    let total_bytes: u64 = files.iter().map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total_bytes) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let chunk = args.chunk.clamp(1, command::store::MAX_BATCH);
+
+    let units = futures::stream::iter(files.into_iter().map(|path| {
+        let bar = bar.clone();
+        async move {
+            let size = path.metadata().map(|m| m.len()).unwrap_or(0);
+            let units = tokio::task::spawn_blocking(move || read_units(&path, chunk)).await??;
+            bar.inc(size);
+            anyhow::Ok(futures::stream::iter(units))
+        }
+    }))
+    .buffered(2)
+    .map(|r| match r {
+        Ok(s) => s.map(Ok).boxed(),
+        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+    })
+    .flatten();
+
+    let results = units
+        .map(|unit| {
+            let (commands, tenant, actor, tally, bar) = (&commands, &tenant, &actor, tally.clone(), bar.clone());
+            async move {
+                let unit = unit?;
+                commit(commands, tenant, actor, unit, &tally).await;
+                let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{done} resources, {rate:.0}/s"));
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.in_flight.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    bar.finish();
+    for r in results {
+        r?;
+    }
+    let published_in = started.elapsed();
+    let created = tally.created.load(Ordering::Relaxed);
+    let skipped = tally.skipped.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let last_seq = tally.last_seq.load(Ordering::Relaxed);
+    let mut applied_in = None;
+    if !args.no_wait && last_seq > 0 {
+        if applied.wait_for(last_seq, Duration::from_secs(600)).await {
+            applied_in = Some(started.elapsed());
+        } else {
+            eprintln!("the read model has not applied the import within 10 minutes; it will catch up");
+        }
+    }
+    let rate = |d: Duration| created as f64 / d.as_secs_f64().max(0.001);
+    println!(
+        "imported {created} resources into {tenant} ({skipped} already present, {failed} refused) in {:.1}s: {:.0} resources/s published{}",
+        published_in.as_secs_f64(),
+        rate(published_in),
+        applied_in.map(|d| format!(", {:.0} resources/s applied to the read model", rate(d))).unwrap_or_default()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} resources were refused (see the log)");
+    }
+    Ok(())
+}
+
+/// Commits a unit atomically; if something in it exists already (a resumed
+/// import), falls back to one entry at a time so the rest still lands.
+async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Unit, tally: &Tally) {
+    let n = unit.entries.len() as u64;
+    let all = unit.entries.clone();
+    match commands
+        .transaction(tenant, actor, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
+        .await
+    {
+        Ok(outcome) => {
+            tally.created.fetch_add(n, Ordering::Relaxed);
+            tally.last_seq.fetch_max(outcome.last_seq.unwrap_or(0), Ordering::Relaxed);
+        }
+        // Something in the unit exists already (a resumed import) or one
+        // entry is invalid: go one entry at a time, so the rest still lands.
+        Err(f) if n > 1 && (f.index.is_some() || matches!(f.error, CommandError::Conflict)) => {
+            for mut e in all {
+                e.index = 0;
+                match commands
+                    .transaction(tenant, actor, vec![e], &Default::default(), |_| schemas::ResourceId::generate())
+                    .await
+                {
+                    Ok(outcome) => {
+                        tally.created.fetch_add(1, Ordering::Relaxed);
+                        tally.last_seq.fetch_max(outcome.last_seq.unwrap_or(0), Ordering::Relaxed);
+                    }
+                    Err(f) if matches!(f.error, CommandError::Conflict) => {
+                        tally.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(f) => {
+                        tracing::error!(source = %unit.source, error = %format!("{:#}", anyhow::Error::new(f)), "resource refused");
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Err(f) if matches!(f.error, CommandError::Conflict) => {
+            tally.skipped.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(f) => {
+            tracing::error!(source = %unit.source, error = %format!("{:#}", anyhow::Error::new(f)), "commit refused");
+            tally.failed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_importable(f))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else if is_importable(p) {
+            files.push(p.clone());
+        } else {
+            anyhow::bail!("{} is not a .json or .ndjson file (optionally .gz)", p.display());
+        }
+    }
+    Ok(files)
+}
+
+fn is_importable(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    name.ends_with(".json") || name.ends_with(".ndjson")
+}
+
+fn open(path: &Path) -> anyhow::Result<Box<dyn std::io::Read + Send>> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    Ok(if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) })
+}
+
+/// Reads a file into commits (CPU-bound: runs on a blocking thread).
+fn read_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+    let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = source.to_lowercase();
+    let reader = open(path)?;
+    if name.trim_end_matches(".gz").ends_with(".ndjson") {
+        ndjson_units(&source, reader, chunk)
+    } else {
+        let mut text = Vec::new();
+        std::io::BufReader::new(reader).read_to_end(&mut text).with_context(|| format!("read {source}"))?;
+        let value: Value = serde_json::from_slice(&text).with_context(|| format!("{source} is not JSON"))?;
+        bundle_units(&source, value, chunk)
+    }
+}
+
+fn bundle_units(source: &str, value: Value, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+    let (_, mut entries) =
+        bundle::parse_value(value, usize::MAX).with_context(|| format!("{source} is not a usable Bundle"))?;
+    if let Some(e) = entries.iter().find(|e| e.method != Method::Post && e.method != Method::Put) {
+        anyhow::bail!("{source}: entry[{}] is a {:?}; import loads only POST and PUT entries", e.index, e.method);
+    }
+    bundle::resolve_in_place(&mut entries, |e| bundle::import_id(e, source)).with_context(|| format!("{source}"))?;
+    let limit = if entries.len() <= command::store::MAX_BATCH { command::store::MAX_BATCH } else { chunk };
+    Ok(entries
+        .chunks(limit)
+        .map(|c| {
+            let entries = c.iter().cloned().enumerate().map(|(i, mut e)| {
+                e.index = i;
+                e
+            });
+            Unit { source: source.to_owned(), entries: entries.collect() }
+        })
+        .collect())
+}
+
+fn ndjson_units(source: &str, reader: Box<dyn std::io::Read + Send>, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+    let mut units = Vec::new();
+    let mut current = Vec::new();
+    for (line_no, line) in std::io::BufReader::new(reader).lines().enumerate() {
+        let line = line.with_context(|| format!("read {source}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let resource: Value =
+            serde_json::from_str(&line).with_context(|| format!("{source}:{}: not JSON", line_no + 1))?;
+        let rt = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(ResourceType::parse)
+            .transpose()
+            .with_context(|| format!("{source}:{}", line_no + 1))?
+            .with_context(|| format!("{source}:{}: no resourceType", line_no + 1))?;
+        let full_url = resource.get("id").and_then(Value::as_str).map(|id| format!("{rt}/{id}"));
+        let mut entry = Entry {
+            index: current.len(),
+            method: Method::Post,
+            rt,
+            id: None,
+            conditional: None,
+            full_url,
+            body: Some(resource),
+            if_match: None,
+            if_none_exist: None,
+            id_hint: None,
+        };
+        // An NDJSON resource keeps its own id when it has a valid one.
+        entry.id_hint = Some(
+            entry
+                .body
+                .as_ref()
+                .and_then(|b| b.get("id"))
+                .and_then(Value::as_str)
+                .and_then(|id| schemas::ResourceId::parse(id).ok())
+                .unwrap_or_else(|| {
+                    bundle::import_id(&Entry { full_url: None, index: line_no, ..entry.clone() }, source)
+                }),
+        );
+        current.push(entry);
+        if current.len() >= chunk {
+            units.push(Unit { source: source.to_owned(), entries: std::mem::take(&mut current) });
+        }
+    }
+    if !current.is_empty() {
+        units.push(Unit { source: source.to_owned(), entries: current });
+    }
+    Ok(units)
+}
