@@ -221,7 +221,7 @@ fn bundle_units(source: &str, value: Value, chunk: usize) -> anyhow::Result<Vec<
     if let Some(e) = entries.iter().find(|e| e.method != Method::Post && e.method != Method::Put) {
         anyhow::bail!("{source}: entry[{}] is a {:?}; import loads only POST and PUT entries", e.index, e.method);
     }
-    bundle::resolve_in_place(&mut entries, |e| bundle::import_id(e, source)).with_context(|| format!("{source}"))?;
+    bundle::resolve_in_place(&mut entries, |e| bundle::import_id(e, source)).with_context(|| source.to_string())?;
     let limit = if entries.len() <= command::store::MAX_BATCH { command::store::MAX_BATCH } else { chunk };
     Ok(entries
         .chunks(limit)

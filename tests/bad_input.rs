@@ -1,9 +1,14 @@
 //! Every bad request gets a 4xx OperationOutcome and writes nothing.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use reqwest::Method;
 use support::{TestApp, assert_outcome};
+
+/// What is wrong, method, path under /fhir, content type, body, expected status.
+type Case<'a> = (&'a str, Method, String, Option<&'a str>, String, u16);
 
 #[tokio::test]
 async fn each_bad_request_is_a_4xx_operation_outcome_and_leaves_no_event() {
@@ -11,7 +16,7 @@ async fn each_bad_request_is_a_4xx_operation_outcome_and_leaves_no_event() {
     let t = app.tenant("bad").await;
     let fhir = "application/fhir+json";
     let huge = format!(r#"{{"resourceType":"Patient","text":{{"div":"{}"}}}}"#, "x".repeat(4096));
-    let cases: Vec<(&str, Method, String, Option<&str>, String, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "unsupported media type",
             Method::POST,

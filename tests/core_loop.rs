@@ -1,5 +1,7 @@
 //! The core loop against real NATS and PostgreSQL: write, project, read.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::HashSet;

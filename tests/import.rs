@@ -1,5 +1,7 @@
 //! `fhirstream import`: Synthea end to end, NDJSON, and resuming.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::{HashMap, HashSet};

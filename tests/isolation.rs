@@ -1,6 +1,8 @@
 //! Tenant isolation in the core loop: another tenant's resource is
 //! indistinguishable from one that never existed.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use serde_json::{Value, json};

@@ -3,6 +3,8 @@
 //! Extend it with every feature that reads data (search, includes,
 //! transactions, events).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use serde_json::{Value, json};

@@ -1,5 +1,7 @@
 //! Killing the projector process mid-stream loses and doubles nothing.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::process::{Child, Command, Stdio};

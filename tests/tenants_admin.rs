@@ -1,6 +1,8 @@
 //! Tenant administration: an event-sourced registry, configuration that
 //! takes effect at once, and deletion that provably leaves nothing behind.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use serde_json::{Value, json};

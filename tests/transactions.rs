@@ -1,5 +1,7 @@
 //! Transactions, batches, conditional operations and PATCH.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::HashSet;

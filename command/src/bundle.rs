@@ -265,10 +265,10 @@ pub fn plan(
 /// entry's position in its source. Deterministic, so importing the same
 /// data twice targets the same resources and creates nothing twice.
 pub fn import_id(e: &Entry, source: &str) -> ResourceId {
-    if let Some(uuid) = e.full_url.as_deref().and_then(|u| u.strip_prefix("urn:uuid:")) {
-        if let Ok(id) = ResourceId::parse(uuid) {
-            return id;
-        }
+    if let Some(uuid) = e.full_url.as_deref().and_then(|u| u.strip_prefix("urn:uuid:"))
+        && let Ok(id) = ResourceId::parse(uuid)
+    {
+        return id;
     }
     let name = match &e.full_url {
         Some(url) => url.clone(),
@@ -293,13 +293,13 @@ pub fn resolve_in_place(entries: &mut [Entry], mut id_of: impl FnMut(&Entry) -> 
         }
     }
     for e in entries.iter_mut() {
-        if let Some(body) = e.body.as_mut() {
-            if let Some(unresolved) = rewrite_references(body, &refs) {
-                return Err(entry_err(
-                    e.index,
-                    format!("reference '{unresolved}' does not resolve to an entry of this Bundle"),
-                ));
-            }
+        if let Some(body) = e.body.as_mut()
+            && let Some(unresolved) = rewrite_references(body, &refs)
+        {
+            return Err(entry_err(
+                e.index,
+                format!("reference '{unresolved}' does not resolve to an entry of this Bundle"),
+            ));
         }
     }
     Ok(())
@@ -316,15 +316,15 @@ fn rewrite_references(value: &mut Value, refs: &HashMap<String, String>) -> Opti
         Value::Object(map) => {
             let mut unresolved = None;
             for (k, v) in map.iter_mut() {
-                if k == "reference" {
-                    if let Value::String(r) = v {
-                        if let Some(target) = refs.get(r.as_str()) {
-                            *r = target.clone();
-                        } else if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
-                            unresolved.get_or_insert_with(|| r.clone());
-                        }
-                        continue;
+                if k == "reference"
+                    && let Value::String(r) = v
+                {
+                    if let Some(target) = refs.get(r.as_str()) {
+                        *r = target.clone();
+                    } else if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+                        unresolved.get_or_insert_with(|| r.clone());
                     }
+                    continue;
                 }
                 if let Some(u) = rewrite_references(v, refs) {
                     unresolved.get_or_insert(u);

@@ -25,10 +25,10 @@ pub async fn create(
     actor: Actor,
 ) -> Result<TenantWritten, CommandError> {
     let last = last(store, &tenant).await?;
-    if let Some((_, ev)) = &last {
-        if ev.op != TenantEventOp::Deleted {
-            return Err(CommandError::TenantExists(tenant.to_string()));
-        }
+    if let Some((_, ev)) = &last
+        && ev.op != TenantEventOp::Deleted
+    {
+        return Err(CommandError::TenantExists(tenant.to_string()));
     }
     let expected = last.map_or(0, |(seq, _)| seq);
     append(store, TenantEvent::new(tenant, TenantEventOp::Created, actor, name, config), expected).await

@@ -257,10 +257,10 @@ impl Projector {
         };
         // Acking the last message acknowledges everything before it
         // (AckPolicy::All), and only after the commit above.
-        if let Some(last) = last_msg {
-            if let Err(e) = last.ack().await {
-                warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
-            }
+        if let Some(last) = last_msg
+            && let Err(e) = last.ack().await
+        {
+            warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
         }
         debug!(count, checkpoint, "batch applied");
         self.applied.send_replace(checkpoint);

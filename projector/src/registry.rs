@@ -108,10 +108,10 @@ impl TenantRegistry {
 
     /// The tenant's state, or `None` if it does not exist (or was deleted).
     pub async fn get(&self, tenant: &TenantId) -> anyhow::Result<Option<TenantState>> {
-        if let Some(entry) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
-            if entry.state.is_some() {
-                return Ok(entry.state.clone());
-            }
+        if let Some(entry) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant)
+            && entry.state.is_some()
+        {
+            return Ok(entry.state.clone());
         }
         // Not known as live here: ask the stream, which is never stale.
         match self.stream.direct_get_last_for_subject(tenant_subject(tenant)).await {

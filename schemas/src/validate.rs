@@ -130,7 +130,8 @@ mod tests {
     #[test]
     fn each_structural_mistake_is_named() {
         let id = ResourceId::parse("p1").unwrap();
-        let cases: Vec<(&[u8], Expect<'_>, fn(&ValidationError) -> bool)> = vec![
+        type Case<'a> = (&'a [u8], Expect<'a>, fn(&ValidationError) -> bool);
+        let cases: Vec<Case<'_>> = vec![
             (b"{", Expect::Create(patient()), |e| matches!(e, ValidationError::NotJson(_))),
             (b"[1]", Expect::Create(patient()), |e| matches!(e, ValidationError::NotObject)),
             (br#"{"id":"x"}"#, Expect::Create(patient()), |e| matches!(e, ValidationError::MissingResourceType)),

@@ -6,7 +6,7 @@
 //! parallel under nextest or cargo test alike. `make test` provides the
 //! nats-server binary (`FHIRSTREAM_TEST_NATS_SERVER`) and the PostgreSQL
 //! admin URL (`FHIRSTREAM_PG_ADMIN_URL`).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
