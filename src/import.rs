@@ -253,18 +253,7 @@ fn ndjson_units(source: &str, reader: Box<dyn std::io::Read + Send>, chunk: usiz
             .with_context(|| format!("{source}:{}", line_no + 1))?
             .with_context(|| format!("{source}:{}: no resourceType", line_no + 1))?;
         let full_url = resource.get("id").and_then(Value::as_str).map(|id| format!("{rt}/{id}"));
-        let mut entry = Entry {
-            index: current.len(),
-            method: Method::Post,
-            rt,
-            id: None,
-            conditional: None,
-            full_url,
-            body: Some(resource),
-            if_match: None,
-            if_none_exist: None,
-            id_hint: None,
-        };
+        let mut entry = Entry { index: current.len(), full_url, body: Some(resource), ..Entry::new(Method::Post, rt) };
         // An NDJSON resource keeps its own id when it has a valid one.
         entry.id_hint = Some(
             entry

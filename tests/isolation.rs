@@ -6,20 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{TestApp, assert_outcome};
-
-/// A response with the headers that vary per request removed.
-async fn fingerprint(res: reqwest::Response) -> (u16, Vec<(String, String)>, String) {
-    let status = res.status().as_u16();
-    let mut headers: Vec<(String, String)> = res
-        .headers()
-        .iter()
-        .filter(|(k, _)| *k != "date")
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    headers.sort();
-    (status, headers, res.text().await.unwrap())
-}
+use support::{TestApp, assert_outcome, fingerprint};
 
 #[tokio::test]
 async fn a_resource_of_tenant_a_is_a_plain_404_from_tenant_b() {

@@ -8,20 +8,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{SECRET, TestApp, assert_outcome, token};
-
-/// Status, headers (minus `date`) and body of a response.
-async fn fingerprint(res: reqwest::Response) -> (u16, Vec<(String, String)>, String) {
-    let status = res.status().as_u16();
-    let mut headers: Vec<(String, String)> = res
-        .headers()
-        .iter()
-        .filter(|(k, _)| *k != "date")
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    headers.sort();
-    (status, headers, res.text().await.unwrap())
-}
+use support::{SECRET, TestApp, assert_outcome, fingerprint, token};
 
 struct World {
     app: TestApp,

@@ -96,6 +96,25 @@ pub struct Entry {
     pub id_hint: Option<ResourceId>,
 }
 
+impl Entry {
+    /// An entry with nothing but a method and a type (for single requests
+    /// that run as one-entry transactions); fill in the rest with `..`.
+    pub fn new(method: Method, rt: ResourceType) -> Self {
+        Self {
+            index: 0,
+            method,
+            rt,
+            id: None,
+            conditional: None,
+            full_url: None,
+            body: None,
+            if_match: None,
+            if_none_exist: None,
+            id_hint: None,
+        }
+    }
+}
+
 /// Why a Bundle or one of its entries is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {

@@ -54,10 +54,6 @@ fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::NotFound("unknown tenant".into()))
 }
 
-fn commands(state: &SharedState) -> Result<&command::Commands, ApiError> {
-    state.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
-}
-
 /// `POST /admin/tenants`
 pub(super) async fn create(
     State(state): State<SharedState>,
@@ -68,7 +64,7 @@ pub(super) async fn create(
     let new: NewTenant = parse_body(&body)?;
     let tenant = TenantId::parse_new(&new.id).map_err(|e| ApiError::Invalid(e.to_string(), Some("id".into())))?;
     new.config.validate().map_err(|e| ApiError::Invalid(e, Some("config".into())))?;
-    let commands = commands(&state)?;
+    let commands = state.commands()?;
     if state.tenants.get(&tenant).await?.is_some() {
         return Err(ApiError::Conflict(format!("tenant '{tenant}' already exists")));
     }
@@ -120,7 +116,7 @@ pub(super) async fn configure(
     let update: TenantUpdate = parse_body(&body)?;
     update.config.validate().map_err(|e| ApiError::Invalid(e, Some("config".into())))?;
     let written =
-        tenants::configure(commands(&state)?.store(), tenant.clone(), update.name, update.config, caller.actor).await?;
+        tenants::configure(state.commands()?.store(), tenant.clone(), update.name, update.config, caller.actor).await?;
     state.tenants.observe(written.seq, written.event);
     let now = state.tenants.get(&tenant).await?.ok_or_else(|| ApiError::NotFound("unknown tenant".into()))?;
     Ok(Json(now))
@@ -136,7 +132,7 @@ pub(super) async fn delete(
 ) -> Result<Json<Deletion>, ApiError> {
     caller.require_admin()?;
     let tenant = parse_tenant(&raw)?;
-    let store = commands(&state)?.store();
+    let store = state.commands()?.store();
     let admin: &AdminDeps =
         state.admin.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node cannot delete tenants".into()))?;
     let written = tenants::delete(store, tenant.clone(), caller.actor).await?;

@@ -58,6 +58,29 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+impl AppState {
+    /// The write side, or 405 on a node that does not run it.
+    fn commands(&self) -> Result<&Commands, ApiError> {
+        self.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
+    }
+
+    /// The read side, or 405 on a node that does not run it.
+    fn queries(&self) -> Result<&Queries, ApiError> {
+        self.queries.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not serve reads".into()))
+    }
+
+    /// The absolute URL of a resource version.
+    fn version_url(
+        &self,
+        tenant: &schemas::TenantId,
+        rt: schemas::ResourceType,
+        id: &schemas::ResourceId,
+        v: schemas::Version,
+    ) -> String {
+        format!("{}/fhir/{tenant}/{rt}/{id}/_history/{v}", self.settings.base_url)
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let authenticated = Router::new()

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use query::{Queries, ReadResult};
+use query::ReadResult;
 use schemas::scope::Interaction;
 
 use super::auth::Caller;
@@ -17,10 +17,6 @@ use super::{ApiError, SharedState};
 
 const DEFAULT_HISTORY_COUNT: u32 = 100;
 const MAX_HISTORY_COUNT: u32 = 1000;
-
-fn queries(state: &SharedState) -> Result<&Queries, ApiError> {
-    state.queries.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not serve reads".into()))
-}
 
 /// The one "not found" of an instance: identical whether the id never
 /// existed or exists only in another tenant.
@@ -35,7 +31,7 @@ pub(super) async fn read(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Read)?;
-    match queries(&state)?.read(&target.t.tenant, target.rt, &target.id).await? {
+    match state.queries()?.read(&target.t.tenant, target.rt, &target.id).await? {
         None => Err(not_found(&target)),
         Some(ReadResult::Deleted(v)) => {
             let mut res = ApiError::Gone(format!("{}/{} was deleted", target.rt, target.id)).into_response_with();
@@ -58,7 +54,7 @@ pub(super) async fn vread(
 ) -> Result<Response, ApiError> {
     let t = &target.i;
     caller.require(t.rt, Interaction::Read)?;
-    let row = queries(&state)?.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
+    let row = state.queries()?.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
     let Some(v) = row else {
         return Err(ApiError::NotFound(format!("version {} of {}/{} is not known", target.vid, t.rt, t.id)));
     };
@@ -92,12 +88,12 @@ pub(super) async fn history(
             .map_err(|_| ApiError::Invalid(format!("_count '{raw}' is not a non-negative integer"), None))?
             .min(MAX_HISTORY_COUNT),
     };
-    let rows = queries(&state)?.history(&target.t.tenant, target.rt, &target.id, count).await?;
+    let rows = state.queries()?.history(&target.t.tenant, target.rt, &target.id, count).await?;
     // Versions are contiguous from 1, so the newest version is the total;
     // with _count=0 the total needs the newest version all the same.
     let total = match rows.first() {
         Some(newest) => newest.version.get(),
-        None => match queries(&state)?.read(&target.t.tenant, target.rt, &target.id).await? {
+        None => match state.queries()?.read(&target.t.tenant, target.rt, &target.id).await? {
             Some(ReadResult::Live(v) | ReadResult::Deleted(v)) => v.version.get(),
             None => return Err(not_found(&target)),
         },

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use command::Commands;
 use command::bundle::{self, BundleError, BundleKind, Entry, IdentifierCriteria, Method};
 use command::transaction::{EntryFailure, EntryResult, ReadModelMatches, TxOutcome};
 use query::ReadResult;
@@ -17,12 +16,8 @@ use schemas::{ResourceId, TenantId};
 use super::auth::Caller;
 use super::extract::{FhirBody, InTenant, InstanceTarget, TypeTarget, if_match};
 use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
-use super::write::settle;
+use super::write::{set_location, settle};
 use super::{ApiError, SharedState};
-
-fn commands(state: &SharedState) -> Result<&Commands, ApiError> {
-    state.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
-}
 
 fn interaction(m: Method) -> Interaction {
     match m {
@@ -81,7 +76,7 @@ async fn run(
         }
     }
     let matches = read_model_matches(state, &t.tenant, &entries).await?;
-    Ok(commands(state)?.transaction(&t.tenant, &caller.actor, entries, &matches, |_| ResourceId::generate()).await)
+    Ok(state.commands()?.transaction(&t.tenant, &caller.actor, entries, &matches, |_| ResourceId::generate()).await)
 }
 
 /// The error of a single request that ran as a one-entry transaction.
@@ -270,17 +265,11 @@ async fn single(
         }
         EntryResult::Read { .. } => return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read"))),
     };
-    let rt = w.resource_type;
-    let location = format!("{base}/{rt}/{}/_history/{}", w.id, w.version);
+    let location = format!("{base}/{}/{}/_history/{}", w.resource_type, w.id, w.version);
     let body = w.resource.as_ref().map(|r| r.get().to_owned()).unwrap_or_default();
     let mut res = fhir_json(status, body);
     version_headers(res.headers_mut(), w.version, &w.last_updated);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        if status == StatusCode::CREATED {
-            res.headers_mut().insert(header::LOCATION, v.clone());
-        }
-        res.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
+    set_location(&mut res, &location, status == StatusCode::CREATED);
     res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     Ok(res)
 }
@@ -302,18 +291,7 @@ pub(super) async fn conditional_create(
         IdentifierCriteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
     let resource: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
-    let entry = Entry {
-        index: 0,
-        method: Method::Post,
-        rt: target.rt,
-        id: None,
-        conditional: None,
-        full_url: None,
-        body: Some(resource),
-        if_match: None,
-        if_none_exist: Some(criteria),
-        id_hint: None,
-    };
+    let entry = Entry { body: Some(resource), if_none_exist: Some(criteria), ..Entry::new(Method::Post, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
 }
@@ -331,16 +309,10 @@ pub(super) async fn conditional_update(
     let resource: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry {
-        index: 0,
-        method: Method::Put,
-        rt: target.rt,
-        id: None,
         conditional: Some(criteria),
-        full_url: None,
         body: Some(resource),
         if_match: if_match(&headers)?,
-        if_none_exist: None,
-        id_hint: None,
+        ..Entry::new(Method::Put, target.rt)
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
@@ -354,18 +326,7 @@ pub(super) async fn conditional_delete(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let entry = Entry {
-        index: 0,
-        method: Method::Delete,
-        rt: target.rt,
-        id: None,
-        conditional: Some(criteria(query)?),
-        full_url: None,
-        body: None,
-        if_match: None,
-        if_none_exist: None,
-        id_hint: None,
-    };
+    let entry = Entry { conditional: Some(criteria(query)?), ..Entry::new(Method::Delete, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
 }
@@ -391,16 +352,10 @@ pub(super) async fn patch(
     let doc: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry {
-        index: 0,
-        method: Method::Patch,
-        rt: target.rt,
         id: Some(target.id.clone()),
-        conditional: None,
-        full_url: None,
         body: Some(doc),
         if_match: if_match(&headers)?,
-        if_none_exist: None,
-        id_hint: None,
+        ..Entry::new(Method::Patch, target.rt)
     };
     let t = InTenant { tenant: target.t.tenant.clone(), state: target.t.state.clone() };
     let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use command::{Commands, Written};
+use command::Written;
 use schemas::scope::Interaction;
 
 use super::auth::Caller;
@@ -14,10 +14,6 @@ use super::{ApiError, SharedState};
 
 /// Request header with which a client opts out of read-your-writes.
 const CONSISTENCY_HEADER: &str = "x-fhirstream-consistency";
-
-fn commands(state: &SharedState) -> Result<&Commands, ApiError> {
-    state.commands.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not accept writes".into()))
-}
 
 /// `POST /fhir/{tenant}/{type}`
 pub(super) async fn create(
@@ -32,16 +28,10 @@ pub(super) async fn create(
         let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
         return super::transaction::conditional_create(state, target, caller, headers, &body, &criteria).await;
     }
-    let written = commands(&state)?.create(&target.t.tenant, &caller.actor, target.rt, &body).await?;
-    let location = format!(
-        "{}/fhir/{}/{}/{}/_history/{}",
-        state.settings.base_url, target.t.tenant, target.rt, written.id, written.version
-    );
+    let written = state.commands()?.create(&target.t.tenant, &caller.actor, target.rt, &body).await?;
+    let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);
     let mut res = respond(&state, &headers, StatusCode::CREATED, written).await;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(header::LOCATION, v.clone());
-        res.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
+    set_location(&mut res, &location, true);
     Ok(res)
 }
 
@@ -55,21 +45,14 @@ pub(super) async fn update(
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Update)?;
     let if_match = if_match(&headers)?;
-    let written = commands(&state)?
+    let written = state
+        .commands()?
         .update(&target.t.tenant, &caller.actor, target.rt, target.id.clone(), &body, if_match)
         .await?;
     let status = if written.version.get() == 1 { StatusCode::CREATED } else { StatusCode::OK };
-    let location = format!(
-        "{}/fhir/{}/{}/{}/_history/{}",
-        state.settings.base_url, target.t.tenant, target.rt, written.id, written.version
-    );
+    let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);
     let mut res = respond(&state, &headers, status, written).await;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        if status == StatusCode::CREATED {
-            res.headers_mut().insert(header::LOCATION, v.clone());
-        }
-        res.headers_mut().insert(header::CONTENT_LOCATION, v);
-    }
+    set_location(&mut res, &location, status == StatusCode::CREATED);
     Ok(res)
 }
 
@@ -83,7 +66,7 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Delete)?;
     let if_match = if_match(&headers)?;
-    let written = commands(&state)?.delete(&target.t.tenant, &caller.actor, target.rt, target.id, if_match).await?;
+    let written = state.commands()?.delete(&target.t.tenant, &caller.actor, target.rt, target.id, if_match).await?;
     let mut res = fhir_json(StatusCode::NO_CONTENT, "");
     res.headers_mut().remove(header::CONTENT_TYPE);
     if let Some(w) = written {
@@ -92,6 +75,16 @@ pub(super) async fn delete(
         res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     }
     Ok(res)
+}
+
+/// Sets `Content-Location` (and `Location` for a creation) to a version URL.
+pub(super) fn set_location(res: &mut Response, url: &str, created: bool) {
+    if let Ok(v) = HeaderValue::from_str(url) {
+        if created {
+            res.headers_mut().insert(header::LOCATION, v.clone());
+        }
+        res.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
 }
 
 /// The response to a stored write: waits for read-your-writes, then honours

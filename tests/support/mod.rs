@@ -272,6 +272,20 @@ impl Drop for TestApp {
     }
 }
 
+/// Status, headers (minus `date`) and body of a response: what a client
+/// could learn from it, for comparing two answers byte for byte.
+pub async fn fingerprint(res: reqwest::Response) -> (u16, Vec<(String, String)>, String) {
+    let status = res.status().as_u16();
+    let mut headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != "date")
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, res.text().await.unwrap())
+}
+
 /// A token signed with [`SECRET`], valid for an hour.
 pub fn token(tenants: &[&str], scope: &str) -> String {
     let claims = fhirstream::http::auth::TokenClaims::new("tester", tenants, scope, Duration::from_secs(3600));
