@@ -168,10 +168,22 @@ pub fn check_nats_version(version: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The writer pool (projector, migrations, tenant purges). Its commits are
+/// asynchronous (`synchronous_commit = off`): the read models are derived
+/// data, and each projection writes its checkpoint in the same transaction
+/// as its rows, so a PostgreSQL crash that loses the last few commits also
+/// loses their checkpoint, and the projector re-applies them from the stream.
+/// Durability is JetStream's job; this saves a WAL flush per batch.
 pub async fn connect_pg(conn: &ConnArgs, size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(size.max(2))
         .acquire_timeout(Duration::from_secs(3))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "set synchronous_commit = off").await?;
+                Ok(())
+            })
+        })
         .connect(&conn.database_url)
         .await
         .with_context(|| format!("connect to PostgreSQL at {}", redact(&conn.database_url)))

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream::Stream};
+use futures::StreamExt as _;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
@@ -28,8 +28,6 @@ pub struct ProjectorConfig {
     pub tenant_stream: String,
     /// Most events applied in one PostgreSQL transaction.
     pub batch_size: usize,
-    /// Longest wait for a batch to fill once its first event arrived.
-    pub batch_wait: Duration,
 }
 
 impl Default for ProjectorConfig {
@@ -39,7 +37,6 @@ impl Default for ProjectorConfig {
             stream: "FHIR".into(),
             tenant_stream: "FHIRSTREAM_TENANTS".into(),
             batch_size: 1000,
-            batch_wait: Duration::from_millis(2),
         }
     }
 }
@@ -141,7 +138,7 @@ impl Projector {
             .messages()
             .await
             .context("start pulling events")?;
-        let batches = messages.chunks_timeout(self.cfg.batch_size.max(1), self.cfg.batch_wait);
+        let batches = batches(messages, self.cfg.batch_size.max(1));
         let mut carry = Vec::new();
         tokio::pin!(batches);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -246,7 +243,8 @@ impl Projector {
         let checkpoint = loop {
             // Retrying the same batch is safe: the sequence guard skips
             // whatever an earlier attempt managed to commit.
-            match store::apply_batch(&self.pool, &self.cfg.name, &events, max_seq).await {
+            let known = *self.applied.borrow();
+            match store::apply_batch(&self.pool, &self.cfg.name, &events, max_seq, known).await {
                 Ok(cp) => break cp,
                 Err(e) => {
                     warn!(error = %e, "applying a batch failed; retrying");
@@ -282,6 +280,27 @@ impl Projector {
 /// Parses an event and checks it is about the resource its subject names:
 /// the subject is what stream permissions and purges act on, so an envelope
 /// that disagrees with it is refused rather than trusted.
+/// Group commit: waits for one message, then takes whatever else has
+/// already arrived, up to `max`. An idle projector applies a lone write at
+/// once; a busy one gets large batches because messages pile up while the
+/// previous batch is being written.
+fn batches<S, T>(messages: S, max: usize) -> impl futures::Stream<Item = Vec<T>>
+where
+    S: futures::Stream<Item = T> + Unpin,
+{
+    futures::stream::unfold(messages, move |mut messages| async move {
+        let first = messages.next().await?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match futures::FutureExt::now_or_never(messages.next()) {
+                Some(Some(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        Some((batch, messages))
+    })
+}
+
 /// A consumed message, its stream sequence and its event (`None`: poison).
 pub(crate) struct Consumed {
     msg: jetstream::Message,

@@ -1,4 +1,4 @@
-//! Writing planned batches to PostgreSQL, one transaction per batch.
+//! Writing planned batches to PostgreSQL: one statement per batch.
 
 use sqlx::PgPool;
 
@@ -18,69 +18,63 @@ pub async fn checkpoint(pool: &PgPool, projector: &str) -> Result<u64, sqlx::Err
 }
 
 /// Applies one batch and advances the checkpoint to at least `batch_max_seq`
-/// (which covers events that were consumed but not applicable), all in one
-/// transaction. The checkpoint row is locked first, so the sequence guard
-/// holds even if a second instance slipped past the advisory lock.
-/// Returns the new checkpoint.
+/// (which covers events that were consumed but not applicable) in a single
+/// statement, so a batch costs one round trip and is atomic without an
+/// explicit transaction. The sequence guard lives in the statement itself
+/// (`seq > checkpoint`, read in the same snapshot), backed by the version
+/// comparisons, so a redelivered or retried batch changes nothing.
+/// `known` is the checkpoint this instance last wrote; it only trims the
+/// batch before it is sent. Returns the new checkpoint.
 pub async fn apply_batch(
     pool: &PgPool,
     projector: &str,
     events: &[Sequenced],
     batch_max_seq: u64,
+    known: u64,
 ) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let old: i64 = sqlx::query_scalar("select seq from projector_checkpoints where projector = $1 for update")
-        .bind(projector)
-        .fetch_one(&mut *tx)
-        .await?;
-    let rows = apply::plan(events, old as u64);
-    if !rows.is_empty() {
-        let v = &rows.versions;
-        sqlx::query(
-            "insert into resource_versions (tenant_id, resource_type, id, version, op, last_updated, seq, resource)
+    let rows = apply::plan(events, known);
+    let new = rows.checkpoint.max(batch_max_seq).max(known);
+    let (v, c) = (&rows.versions, &rows.current);
+    sqlx::query(
+        "with cp as (select seq from projector_checkpoints where projector = $1),
+         versions as (
+             insert into resource_versions (tenant_id, resource_type, id, version, op, last_updated, seq, resource)
              select t, rt, i, v, o, lu, s, r::jsonb
-             from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::timestamptz[], $7::int8[], $8::text[])
+             from unnest($3::text[], $4::text[], $5::text[], $6::int8[], $7::text[], $8::timestamptz[], $9::int8[], $10::text[])
                   as x(t, rt, i, v, o, lu, s, r)
-             on conflict do nothing",
-        )
-        .bind(&v.tenant_id)
-        .bind(&v.resource_type)
-        .bind(&v.id)
-        .bind(&v.version)
-        .bind(&v.op)
-        .bind(&v.last_updated)
-        .bind(&v.seq)
-        .bind(&v.resource)
-        .execute(&mut *tx)
-        .await?;
-        let c = &rows.current;
-        sqlx::query(
-            "insert into resources (tenant_id, resource_type, id, version, deleted, last_updated, seq)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::timestamptz[], $7::int8[])
+             where x.s > (select seq from cp)
+             on conflict do nothing),
+         current as (
+             insert into resources (tenant_id, resource_type, id, version, deleted, last_updated, seq)
+             select t, rt, i, v, d, lu, s
+             from unnest($11::text[], $12::text[], $13::text[], $14::int8[], $15::bool[], $16::timestamptz[], $17::int8[])
+                  as y(t, rt, i, v, d, lu, s)
+             where y.s > (select seq from cp)
              on conflict (tenant_id, resource_type, id) do update
              set version = excluded.version, deleted = excluded.deleted,
                  last_updated = excluded.last_updated, seq = excluded.seq
-             where resources.version < excluded.version",
-        )
-        .bind(&c.tenant_id)
-        .bind(&c.resource_type)
-        .bind(&c.id)
-        .bind(&c.version)
-        .bind(&c.deleted)
-        .bind(&c.last_updated)
-        .bind(&c.seq)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let new = rows.checkpoint.max(batch_max_seq).max(old as u64);
-    if new > old as u64 {
-        sqlx::query("update projector_checkpoints set seq = $2, updated_at = now() where projector = $1")
-            .bind(projector)
-            .bind(new as i64)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+             where resources.version < excluded.version)
+         update projector_checkpoints set seq = greatest(seq, $2), updated_at = now() where projector = $1",
+    )
+    .bind(projector)
+    .bind(new as i64)
+    .bind(&v.tenant_id)
+    .bind(&v.resource_type)
+    .bind(&v.id)
+    .bind(&v.version)
+    .bind(&v.op)
+    .bind(&v.last_updated)
+    .bind(&v.seq)
+    .bind(&v.resource)
+    .bind(&c.tenant_id)
+    .bind(&c.resource_type)
+    .bind(&c.id)
+    .bind(&c.version)
+    .bind(&c.deleted)
+    .bind(&c.last_updated)
+    .bind(&c.seq)
+    .execute(pool)
+    .await?;
     Ok(new)
 }
 
