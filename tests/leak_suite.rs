@@ -277,6 +277,21 @@ async fn an_unfiltered_select_through_the_query_role_sees_only_the_transactions_
         let writes = sqlx::query("delete from resources").execute(&mut *tx).await;
         assert!(writes.is_err(), "the query role cannot write");
     }
+    // A read sets the tenant for its own statement only: on a one-connection
+    // pool, the next statement sees no tenant at all.
+    let single = query::Queries::connect(&w.app.db.url, 1).await.unwrap();
+    let a = schemas::TenantId::parse(&w.tenants[0]).unwrap();
+    let patient = schemas::ResourceType::parse("Patient").unwrap();
+    let same = schemas::ResourceId::parse("same").unwrap();
+    assert!(single.read(&a, patient, &same).await.unwrap().is_some());
+    let after: Option<String> = sqlx::query_scalar("select nullif(current_setting('app.tenant', true), '')")
+        .fetch_one(single.pool())
+        .await
+        .unwrap();
+    assert_eq!(after, None, "the tenant setting does not outlive the read");
+    let visible: i64 = sqlx::query_scalar("select count(*) from resources").fetch_one(single.pool()).await.unwrap();
+    assert_eq!(visible, 0);
+
     // Outside a tenant transaction the query role sees nothing at all.
     let mut conn = w.app.db.pool().await.acquire().await.unwrap();
     sqlx::query("set role fhirstream_reader").execute(&mut *conn).await.unwrap();

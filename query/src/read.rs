@@ -61,6 +61,11 @@ impl Queries {
         Ok(Self { pool })
     }
 
+    /// The reader pool (every connection runs as `fhirstream_reader`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A transaction scoped to one tenant: row-level security shows it only
     /// that tenant's rows. The setting is transaction-local, so it can never
     /// outlive the request on a pooled connection.
@@ -77,21 +82,12 @@ impl Queries {
         rt: ResourceType,
         id: &ResourceId,
     ) -> Result<Option<ReadResult>, QueryError> {
-        let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query(
-            "select v.version, v.op, v.last_updated, v.resource::text as resource
-             from resources r
-             join resource_versions v
-               on v.tenant_id = r.tenant_id and v.resource_type = r.resource_type
-              and v.id = r.id and v.version = r.version
-             where r.tenant_id = $1 and r.resource_type = $2 and r.id = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(rt.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let row = sqlx::query("select * from fhirstream_read($1, $2, $3)")
+            .bind(tenant.as_str())
+            .bind(rt.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let v = version_row(&row)?;
         Ok(Some(if v.is_delete() { ReadResult::Deleted(v) } else { ReadResult::Live(v) }))
@@ -105,19 +101,13 @@ impl Queries {
         id: &ResourceId,
         version: Version,
     ) -> Result<Option<VersionRow>, QueryError> {
-        let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query(
-            "select version, op, last_updated, resource::text as resource
-             from resource_versions
-             where tenant_id = $1 and resource_type = $2 and id = $3 and version = $4",
-        )
-        .bind(tenant.as_str())
-        .bind(rt.as_str())
-        .bind(id.as_str())
-        .bind(version.get() as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let row = sqlx::query("select * from fhirstream_vread($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(rt.as_str())
+            .bind(id.as_str())
+            .bind(version.get() as i64)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(version_row).transpose()
     }
 
@@ -129,21 +119,13 @@ impl Queries {
         id: &ResourceId,
         count: u32,
     ) -> Result<Vec<VersionRow>, QueryError> {
-        let mut tx = self.begin(tenant).await?;
-        let rows = sqlx::query(
-            "select version, op, last_updated, resource::text as resource
-             from resource_versions
-             where tenant_id = $1 and resource_type = $2 and id = $3
-             order by version desc
-             limit $4",
-        )
-        .bind(tenant.as_str())
-        .bind(rt.as_str())
-        .bind(id.as_str())
-        .bind(i64::from(count))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let rows = sqlx::query("select * from fhirstream_history($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(rt.as_str())
+            .bind(id.as_str())
+            .bind(i64::from(count))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(version_row).collect()
     }
 }
