@@ -91,7 +91,6 @@ impl App {
                 stream: cfg.conn.stream.clone(),
                 tenant_stream: cfg.conn.tenant_stream.clone(),
                 batch_size: cfg.projector_batch,
-                ..Default::default()
             };
             Projector::new(pcfg, nats.clone(), pool.clone())
         });
