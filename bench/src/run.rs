@@ -1,0 +1,279 @@
+//! One benchmark run, in a fixed order: warm-up, P1, P3 and the raw select
+//! on P3's rows, P5, then the raw NATS/PostgreSQL baselines while the
+//! server idles. A scenario that fails is reported as failed; the others
+//! still run.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::{BenchArgs, Scenario};
+use crate::http::Fhir;
+use crate::payloads::Kind;
+use crate::pgstat;
+use crate::probe::{CpuSnapshot, CpuUsage, Machine, RssSampler, memory};
+use crate::raw;
+use crate::report::{REPORT_SCHEMA, Report, Results, ServerUnderLoad, Versions, rows};
+use crate::scenarios::{consistency, crud, import, read};
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+/// Runs every selected scenario and assembles the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let wall = Instant::now();
+    let machine = Machine::read();
+    if let Some(load) =
+        machine.loadavg_at_start.as_deref().and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        && load > 0.5
+    {
+        say(format!(
+            "warning: load average {load:.2} at start: something else is using the CPU; figures will be noisy"
+        ));
+    }
+    let fhir = Fhir::new(&args.base_url, args.concurrency.max(args.p5_concurrency))?;
+    fhir.wait_healthy(Duration::from_secs(60)).await?;
+    let nats = async_nats::ConnectOptions::new()
+        .name("fhirstream-bench")
+        .connect(&args.nats_url)
+        .await
+        .with_context(|| format!("connect to NATS at {}", args.nats_url))?;
+    let js = jetstream::new(nats.clone());
+    let pool =
+        PgPoolOptions::new().max_connections(4).connect(&args.database_url).await.context("connect to PostgreSQL")?;
+    let versions = Versions {
+        fhirstream_commit: git_describe(),
+        bench: env!("CARGO_PKG_VERSION"),
+        nats_server: Some(nats.server_info().version),
+        postgres: sqlx::query_scalar("select current_setting('server_version')").fetch_one(&pool).await.ok(),
+    };
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let tenant = |s: &str| format!("bench-{run_id}-{s}");
+    for t in ["warm", "p1", "p2", "p3", "p5"] {
+        fhir.create_tenant(&tenant(t), &format!("fhirstream-bench {t} ({run_id})")).await?;
+    }
+    let mut r = Results::default();
+    let c = args.concurrency;
+
+    if args.runs(Scenario::P1) {
+        say(format!("warm-up: {c} users, {:?}", args.warmup));
+        let warm = crud::run(&fhir, &tenant("warm"), c, args.warmup).await;
+        say(format!("warm-up done: {} ops, {} errors", warm.ops, warm.errors.total));
+        say(format!("P1 CRUD mix: {c} users, {:?}", args.duration));
+        let sampler = args.server_pid.map(|pid| RssSampler::start(pid, Duration::from_millis(250)));
+        let ((p1, cpu), postgres) =
+            pgstat::around(&pool, with_cpu(&args, crud::run(&fhir, &tenant("p1"), c, args.duration))).await;
+        let max_rss_mib = match sampler {
+            Some(s) => s.finish().await,
+            None => None,
+        };
+        let after = args.server_pid.and_then(memory);
+        say(format!(
+            "P1: {:.0} ops/s, {:.0} writes/s, {} errors; cores: {}",
+            p1.ops_per_sec.unwrap_or(0.0),
+            p1.writes_per_sec.unwrap_or(0.0),
+            p1.errors.total,
+            cpu.describe(),
+        ));
+        r.p1_server = Some(ServerUnderLoad { max_rss_mib, after, cpu, postgres });
+        r.p1 = Some(p1);
+    }
+
+    let mut set = None;
+    if args.runs(Scenario::P3) || args.runs(Scenario::RawSelect) {
+        say(format!("P3: creating {} resources to read", args.read_set));
+        match read::seed(&fhir, &tenant("p3"), args.read_set, c).await {
+            Ok(s) => set = Some(s),
+            Err(e) => {
+                r.failures.insert("p3".into(), format!("{e:#}"));
+                r.failures.insert("raw-select".into(), "P3's resources could not be created".into());
+            }
+        }
+    }
+    if let (true, Some(s)) = (args.runs(Scenario::P3), &set) {
+        say(format!("P3 read by id: {c} users, {:?}", args.read_duration));
+        let (p3, cpu) = with_cpu(&args, read::run(&fhir, &tenant("p3"), s, c, args.read_duration)).await;
+        say(format!("P3: {:.0} reads/s, {} errors", p3.reads_per_sec.unwrap_or(0.0), p3.errors.total));
+        r.p3 = Some(p3);
+        r.p3_cpu = Some(cpu);
+    }
+    if let (true, Some(s)) = (args.runs(Scenario::RawSelect), &set) {
+        say(format!("raw select: {c} tasks over {} connections, {:?}", args.raw_pg_pool, args.read_duration));
+        let t = tenant("p3");
+        let select = raw::select::run(&args.database_url, args.raw_pg_pool, &t, s, c, args.read_duration);
+        match with_cpu(&args, select).await {
+            (Ok(sel), cpu) => {
+                say(format!("raw select: {:.0}/s", sel.reads_per_sec.unwrap_or(0.0)));
+                r.raw_select = Some(sel);
+                r.raw_select_cpu = Some(cpu);
+            }
+            (Err(e), _) => {
+                r.failures.insert("raw-select".into(), format!("{e:#}"));
+            }
+        }
+    }
+
+    if args.runs(Scenario::P5) {
+        let n = args.p5_concurrency;
+        say(format!("P5 read-your-writes vs eventual: {n} writers, {:?}", args.p5_duration));
+        let p5 = consistency::run(&fhir, &tenant("p5"), n, args.p5_duration).await;
+        say(format!(
+            "P5: p50 {:.2} ms vs {:.2} ms ({:+.0}%)",
+            p5.read_your_writes.p50_ms,
+            p5.eventual.p50_ms,
+            p5.extra_p50_percent.unwrap_or(f64::NAN)
+        ));
+        r.p5 = Some(p5);
+    }
+
+    if args.runs(Scenario::P2) {
+        import(&args, &fhir, &tenant("p2"), &pool, &mut r).await;
+    }
+
+    raw_baselines(&args, &js, &pool, &mut r).await;
+    pool.close().await;
+
+    Ok(Report {
+        schema: REPORT_SCHEMA,
+        started_at,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        versions,
+        machine,
+        rows: rows::build(&r),
+        results: r,
+        config: args,
+    })
+}
+
+/// P2: the Synthea Bundles as transactions (skipped without the data).
+async fn import(args: &BenchArgs, fhir: &Fhir, tenant: &str, pool: &PgPool, r: &mut Results) {
+    let dir = &args.synthea_dir;
+    if !dir.is_dir() {
+        r.skipped.insert("p2".into(), format!("no Synthea bundles at {}", dir.display()));
+        return;
+    }
+    let bundles = match import::load(dir) {
+        Ok(b) if !b.is_empty() => std::sync::Arc::new(b),
+        Ok(_) => {
+            r.skipped.insert("p2".into(), format!("no *.json(.gz) bundles in {}", dir.display()));
+            return;
+        }
+        Err(e) => {
+            r.failures.insert("p2".into(), format!("{e:#}"));
+            return;
+        }
+    };
+    let n = args.p2_concurrency;
+    let total: usize = bundles.iter().map(|b| b.entries).sum();
+    say(format!("P2 import: {} bundles, {total} resources, {n} clients", bundles.len()));
+    let ((p2, cpu), postgres) = pgstat::around(pool, with_cpu(args, import::run(fhir, tenant, bundles, n))).await;
+    r.p2_pg = postgres;
+    say(format!(
+        "P2: {:.0} resources/s, {} of {} bundles applied, {} errors",
+        p2.resources_per_sec.unwrap_or(0.0),
+        p2.bundles_applied,
+        p2.bundles,
+        p2.errors.total
+    ));
+    r.p2 = Some(p2);
+    r.p2_cpu = Some(cpu);
+}
+
+/// Chains the low-concurrency publish baseline sends (P5's floor).
+const LOW_LOAD_CHAINS: u64 = 100;
+
+/// The raw baselines, in the scratch stream and schema, cleaned up after.
+async fn raw_baselines(args: &BenchArgs, js: &jetstream::Context, pool: &PgPool, r: &mut Results) {
+    let (publish, pipeline, copy) =
+        (args.runs(Scenario::RawPublish), args.runs(Scenario::RawPipeline), args.runs(Scenario::RawCopy));
+    if !(publish || pipeline || copy) {
+        return;
+    }
+    let chains = args.raw_events.div_ceil(Kind::CHAIN.len() as u64 * 3).max(1);
+    let c = args.concurrency;
+    let stream = match raw::create_stream(js, &args.raw_stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            for key in ["raw-publish", "raw-pipeline", "raw-copy"] {
+                r.failures.insert(key.into(), format!("{e:#}"));
+            }
+            return;
+        }
+    };
+    if publish {
+        say(format!("raw publish+ack: {} events, {c} publishers", chains * 27));
+        match raw::publish::publish_chains(js, raw::PUBLISH_PREFIX, chains, c).await {
+            Ok(p) => {
+                say(format!(
+                    "raw publish: {:.0} events/s, p50 {:.2} ms",
+                    p.events_per_sec.unwrap_or(0.0),
+                    p.latency.p50_ms
+                ));
+                r.raw_publish = Some(p);
+            }
+            Err(e) => {
+                r.failures.insert("raw-publish".into(), format!("{e:#}"));
+            }
+        }
+        let n = args.p5_concurrency;
+        say(format!("raw publish+ack at P5's concurrency: {} events, {n} publishers", LOW_LOAD_CHAINS * 27));
+        match raw::publish::publish_chains(js, raw::PUBLISH_PREFIX, LOW_LOAD_CHAINS, n).await {
+            Ok(p) => r.raw_publish_p5 = Some(p),
+            Err(e) => {
+                r.failures.insert("raw-publish".into(), format!("{e:#}"));
+            }
+        }
+    }
+    if pipeline || copy {
+        let result = async {
+            raw::create_schema(pool).await?;
+            say(format!("raw write pipeline: {} events, {c} publishers, one consumer", chains * 27));
+            let run = raw::pipeline::run(js, &stream, pool, chains, c, args.raw_batch);
+            let ((p, cpu), postgres) = pgstat::around(pool, with_cpu(args, run)).await;
+            r.raw_pipeline_pg = postgres;
+            let p = p?;
+            say(format!("raw pipeline: {:.0} events/s in {} batches", p.events_per_sec.unwrap_or(0.0), p.batches));
+            r.raw_pipeline = Some(p);
+            r.raw_pipeline_cpu = Some(cpu);
+            if copy {
+                say("raw COPY of the pipeline's rows");
+                let c = raw::copy::run(pool).await?;
+                say(format!("raw COPY: {:.0} rows/s", c.rows_per_sec.unwrap_or(0.0)));
+                r.raw_copy = Some(c);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            let why = format!("{e:#}");
+            if r.raw_pipeline.is_none() {
+                r.failures.insert("raw-pipeline".into(), why.clone());
+            }
+            if copy && r.raw_copy.is_none() {
+                r.failures.insert("raw-copy".into(), why);
+            }
+        }
+        raw::drop_schema(pool).await;
+    }
+    raw::drop_stream(js, &args.raw_stream).await;
+}
+
+/// Runs `work` and reports the CPU each part of the stack spent meanwhile.
+async fn with_cpu<T>(args: &BenchArgs, work: impl Future<Output = T>) -> (T, CpuUsage) {
+    let before = CpuSnapshot::take(args.server_pid, args.nats_pid);
+    let out = work.await;
+    let after = CpuSnapshot::take(args.server_pid, args.nats_pid);
+    (out, before.usage_until(&after))
+}
+
+fn git_describe() -> Option<String> {
+    let out =
+        std::process::Command::new("git").args(["describe", "--always", "--dirty", "--abbrev=12"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
