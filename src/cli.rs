@@ -2,24 +2,29 @@
 
 use anyhow::Context as _;
 
-use command::tenants;
+use command::{AppliedWatch, tenants};
 use projector::registry;
+use projector::tenants::tenant_projection_name;
 use schemas::{Actor, TenantConfig, TenantId};
 
 use crate::config::{TenantAction, TenantsArgs, TokenArgs};
 use crate::http::auth::{TokenClaims, mint_hs256};
-use crate::startup::{connect_nats, open_store};
+use crate::startup::{connect_nats, connect_pg, open_store};
+use crate::tenancy;
 
-/// `fhirstream tenants ...`
+/// `fhirstream tenants ...`: the admin API's operations, straight on the
+/// stream (and, for creation and deletion, the read models).
 pub async fn tenants(args: TenantsArgs) -> anyhow::Result<()> {
     let nats = connect_nats(&args.conn).await?;
-    let store = open_store(&args.conn, nats).await?;
+    let store = open_store(&args.conn, nats.clone()).await?;
+    let actor = Actor { sub: "cli".into(), client: Some("fhirstream tenants".into()) };
+    let existing = |id: &str| TenantId::parse(id).with_context(|| format!("'{id}' is not a tenant name"));
     match args.action {
         TenantAction::Create { id, name } => {
             let tenant = TenantId::parse_new(&id).with_context(|| format!("'{id}' cannot be a tenant name"))?;
+            let pool = connect_pg(&args.conn, 2).await?;
             let name = name.unwrap_or_else(|| id.clone());
-            let actor = Actor { sub: "cli".into(), client: Some("fhirstream tenants".into()) };
-            let written = tenants::create(&store, tenant, name, TenantConfig::default(), actor)
+            let written = tenancy::create(&store, Some(&pool), tenant, name, TenantConfig::default(), actor)
                 .await
                 .context("create the tenant")?;
             println!(
@@ -35,6 +40,32 @@ pub async fn tenants(args: TenantsArgs) -> anyhow::Result<()> {
             if all.is_empty() {
                 eprintln!("no tenants");
             }
+        }
+        TenantAction::Show { id } => {
+            let tenant = existing(&id)?;
+            let state = projector::TenantRegistry::follow(store.jetstream(), &args.conn.tenant_stream)
+                .await?
+                .get(&tenant)
+                .await?
+                .with_context(|| format!("tenant '{tenant}' does not exist"))?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+        TenantAction::Configure { id, name, config } => {
+            let tenant = existing(&id)?;
+            let config: TenantConfig =
+                serde_json::from_str(&config).context("--config is not a tenant configuration")?;
+            config.validate().map_err(anyhow::Error::msg).context("--config is not valid")?;
+            let written =
+                tenants::configure(&store, tenant, name, config, actor).await.context("configure the tenant")?;
+            println!("configured tenant {} (sequence {})", written.event.tenant, written.seq);
+        }
+        TenantAction::Delete { id } => {
+            let tenant = existing(&id)?;
+            let pool = connect_pg(&args.conn, 2).await?;
+            let applied = AppliedWatch::follow(&nats, &tenant_projection_name(&args.projector_name)).await?;
+            let (deletion, _) =
+                tenancy::delete(&store, &pool, &applied, tenant, actor).await.context("delete the tenant")?;
+            println!("{}", serde_json::to_string_pretty(&deletion)?);
         }
     }
     Ok(())

@@ -200,6 +200,9 @@ impl ServeArgs {
 pub struct TenantsArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// The projector whose tenant projection a deletion waits for.
+    #[arg(long, global = true, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
+    pub projector_name: String,
     #[command(subcommand)]
     pub action: TenantAction,
 }
@@ -216,4 +219,17 @@ pub enum TenantAction {
     },
     /// List tenants.
     List,
+    /// Show one tenant's name and configuration (JSON).
+    Show { id: String },
+    /// Replace a tenant's name and configuration.
+    Configure {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The configuration as JSON, e.g. '{"allowed_types": ["Patient"]}'.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Delete a tenant: purge its events and rows, then prove none are left.
+    Delete { id: String },
 }

@@ -162,6 +162,71 @@ async fn etags_locations_and_events_stay_inside_their_tenant() {
 }
 
 #[tokio::test]
+async fn transactions_and_conditional_writes_never_see_or_touch_another_tenant() {
+    let w = world().await;
+    let app = &w.app;
+    let (a, b) = (&w.tenants[0], &w.tenants[1]);
+    let post = |t: &str, bundle: Value| {
+        app.authed(app.http.post(format!("{}/fhir/{t}", app.base)))
+            .header("content-type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+    };
+    // A GET entry for a resource only A has answers exactly like one nobody has.
+    let reply: Value = post(
+        b,
+        json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Observation/only-a"}},
+            {"request": {"method": "GET", "url": "Observation/only-z"}}
+        ]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let e = reply["entry"].as_array().unwrap();
+    assert_eq!(e[0]["response"]["status"], "404 Not Found");
+    assert_eq!(e[0].to_string().replace("only-a", "ID"), e[1].to_string().replace("only-z", "ID"));
+    assert!(!reply.to_string().contains(a.as_str()));
+
+    // A conditional create in B never matches A's identifier: B gets its own resource.
+    let with_identifier =
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "shared-mrn"}]});
+    let res = app
+        .authed(app.http.post(app.fhir(a, "Patient")))
+        .header("content-type", "application/fhir+json")
+        .header("if-none-exist", "identifier=urn:mrn|shared-mrn")
+        .body(with_identifier.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = app
+        .authed(app.http.post(app.fhir(b, "Patient")))
+        .header("content-type", "application/fhir+json")
+        .header("if-none-exist", "identifier=urn:mrn|shared-mrn")
+        .body(with_identifier.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "A's claim is invisible to B");
+    // A conditional update in B with A's identifier creates in B, never updates A's.
+    assert_eq!(app.stream_count(&format!("fhir.{a}.Patient.*")).await, 2);
+
+    // A transaction in B that PUTs A's ids creates B's own versions.
+    let reply = post(b, json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "id": "only-a", "status": "final", "code": {"text": "b's"}}, "request": {"method": "PUT", "url": "Observation/only-a"}}
+    ]}))
+    .await
+    .unwrap();
+    let reply: Value = reply.json().await.unwrap();
+    assert_eq!(reply["entry"][0]["response"]["status"], "201 Created");
+    let in_a: Value = app.get(a, "Observation/only-a").await.json().await.unwrap();
+    assert_eq!(in_a["code"]["text"], "x");
+}
+
+#[tokio::test]
 async fn bad_tokens_get_401_with_a_challenge_and_narrow_ones_get_403() {
     let w = world().await;
     let app = &w.app;

@@ -138,26 +138,45 @@ async fn tenant_events(app: &TestApp, t: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_cli_creates_and_lists_tenants_on_the_stream() {
+async fn the_cli_does_what_the_admin_api_does() {
     let app = TestApp::spawn_secure().await;
+    // Async child processes: `tenants delete` waits for the projection,
+    // which runs on this test's runtime.
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
             .args(args)
-            .args(["--nats-url", &app.nats.url, "--log", "warn"])
+            .args(["--nats-url", &app.nats.url, "--database-url", &app.db.url, "--log", "warn"])
             .output()
-            .expect("run fhirstream")
     };
-    let out = run(&["tenants", "create", "cli-made", "--name", "Made by the CLI"]);
+    let out = run(&["tenants", "create", "cli-made", "--name", "Made by the CLI"]).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["tenants", "list"]);
+    let out = run(&["tenants", "list"]).await.unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("cli-made\tMade by the CLI"));
-    let out = run(&["tenants", "create", "Bad_Name"]);
-    assert!(!out.status.success());
+    assert!(!run(&["tenants", "create", "Bad_Name"]).await.unwrap().status.success());
+    assert!(!run(&["tenants", "create", "cli-made"]).await.unwrap().status.success(), "no second creation");
+
     // The server learns of it from the stream.
     let res = app.put("cli-made", "Patient/x", &json!({"resourceType": "Patient", "id": "x"})).await;
     assert_eq!(res.status(), 201);
 
-    // And `fhirstream token` mints tokens the server accepts.
+    let out =
+        run(&["tenants", "configure", "cli-made", "--name", "Renamed", "--config", r#"{"allowed_types":["Patient"]}"#])
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["tenants", "show", "cli-made"]).await.unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["name"], "Renamed");
+    assert_eq!(shown["config"]["allowed_types"][0], "Patient");
+    assert!(
+        !run(&["tenants", "configure", "cli-made", "--name", "x", "--config", r#"{"allowed_types":["Nope"]}"#])
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+
+    // `fhirstream token` mints tokens the server accepts.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
         .args(["token", "--tenant", "cli-made", "--scope", "system/Patient.read", "--jwt-secret", support::SECRET])
         .output()
@@ -168,4 +187,16 @@ async fn the_cli_creates_and_lists_tenants_on_the_stream() {
     let res =
         app.http.get(app.fhir(&app.tenant("other").await, "Patient/x")).bearer_auth(&minted).send().await.unwrap();
     assert_outcome(res, 403).await;
+
+    // Deletion purges and proves it, as the admin API does.
+    let out = run(&["tenants", "delete", "cli-made"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["events_purged"].as_u64(), report["events_remaining"].as_u64(), report["rows_remaining"].as_i64()),
+        (Some(1), Some(0), Some(0))
+    );
+    assert_eq!(app.stream_count("fhir.cli-made.>").await, 0);
+    assert_outcome(app.get("cli-made", "Patient/x").await, 404).await;
+    assert!(!run(&["tenants", "delete", "cli-made"]).await.unwrap().status.success());
 }

@@ -65,12 +65,18 @@ impl Authenticator {
         let mut validation = Validation::new(alg);
         validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
         validation.leeway = 30;
+        // A configured issuer or audience must also be present: the library
+        // checks these claims only when a token carries them.
         match &args.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &args.jwt_issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         Ok(Self { verifier: Some((key, validation)), deny_all: false })
     }

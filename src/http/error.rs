@@ -163,6 +163,16 @@ impl From<CommandError> for ApiError {
     }
 }
 
+impl From<crate::tenancy::TenancyError> for ApiError {
+    fn from(e: crate::tenancy::TenancyError) -> Self {
+        match e {
+            crate::tenancy::TenancyError::Command(e) => e.into(),
+            crate::tenancy::TenancyError::Database(e) => Self::Unavailable(e.to_string()),
+            e @ crate::tenancy::TenancyError::ProjectionTimeout(_) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
