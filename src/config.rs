@@ -158,6 +158,9 @@ pub struct ServeArgs {
     /// Most events the projector applies in one transaction.
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH", default_value_t = 1000)]
     pub projector_batch: usize,
+    /// `/ready` fails while the projector is more events behind than this.
+    #[arg(long, env = "FHIRSTREAM_READY_MAX_LAG_EVENTS", default_value_t = 10_000)]
+    pub ready_max_lag_events: u64,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,

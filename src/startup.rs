@@ -71,6 +71,17 @@ impl App {
             }),
             false => None,
         };
+        let metrics = crate::telemetry::metrics_handle();
+        metrics::gauge!("fhirstream_auth_disabled").set(if auth.is_disabled() { 1.0 } else { 0.0 });
+        let ops = http::Ops {
+            nats: nats.clone(),
+            js: store.jetstream().clone(),
+            pool: pool.clone(),
+            stream: cfg.conn.stream.clone(),
+            projector: cfg.projector_name.clone(),
+            max_lag_events: cfg.ready_max_lag_events,
+            metrics,
+        };
         let state = Arc::new(AppState {
             settings: HttpSettings {
                 base_url: base_url.clone(),
@@ -84,6 +95,7 @@ impl App {
             applied,
             queries,
             admin,
+            ops: Some(ops),
         });
         let projector = cfg.has(Role::Projector).then(|| {
             let pcfg = ProjectorConfig {

@@ -192,8 +192,12 @@ impl EventStore {
         for (name, value) in headers {
             msg = msg.header(*name, value.as_str());
         }
+        let started = std::time::Instant::now();
         let ack = self.js.send_publish(subject, msg).await.map_err(publish_error)?;
         let ack = ack.await.map_err(publish_error)?;
+        metrics::histogram!("fhirstream_publish_duration_seconds", "kind" => "single")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("fhirstream_events_published_total").increment(1);
         Ok(ack.sequence)
     }
 }
@@ -226,6 +230,7 @@ impl EventStore {
             return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
         }
         let client = self.js.client();
+        let started = std::time::Instant::now();
         let mut last_ack = None;
         for (i, m) in msgs.into_iter().enumerate() {
             let mut h = HeaderMap::new();
@@ -265,6 +270,9 @@ impl EventStore {
             }
         }
         let last = last_ack.context("the commit message was sent")?;
+        metrics::histogram!("fhirstream_publish_duration_seconds", "kind" => "atomic_batch")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("fhirstream_events_published_total").increment(n as u64);
         // A committed batch occupies consecutive sequences ending at the ack.
         Ok((0..n as u64).map(|k| last + 1 + k - n as u64).collect())
     }

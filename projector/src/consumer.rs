@@ -208,8 +208,8 @@ impl Projector {
                     continue;
                 }
             };
-            let seq = match msg.info() {
-                Ok(info) => info.stream_sequence,
+            let (seq, pending) = match msg.info() {
+                Ok(info) => (info.stream_sequence, info.pending),
                 Err(e) => {
                     warn!(error = %e, "event without JetStream metadata skipped");
                     continue;
@@ -222,23 +222,26 @@ impl Projector {
                     None
                 }
             };
-            carry.push(Consumed { msg, seq, event });
+            carry.push(Consumed { msg, seq, pending, event });
         }
         let split = complete_prefix(carry);
         if split == 0 {
             return Ok(());
         }
         let mut max_seq = 0;
+        let mut pending = 0;
         let mut last_msg = None;
         let mut events = Vec::with_capacity(split);
         for c in carry.drain(..split) {
             max_seq = max_seq.max(c.seq);
+            pending = c.pending;
             if let Some(event) = c.event {
                 events.push(Sequenced { seq: c.seq, event });
             }
             last_msg = Some(c.msg);
         }
         let count = events.len();
+        let newest_at = events.last().map(|s| s.event.at);
         let mut backoff = Duration::from_millis(50);
         let checkpoint = loop {
             // Retrying the same batch is safe: the sequence guard skips
@@ -261,6 +264,15 @@ impl Projector {
             warn!(error = %e, "ack after commit failed; the batch will be redelivered and skipped");
         }
         debug!(count, checkpoint, "batch applied");
+        let projector = self.cfg.name.clone();
+        metrics::histogram!("fhirstream_projector_batch_events", "projector" => projector.clone()).record(count as f64);
+        metrics::gauge!("fhirstream_projector_applied_sequence", "projector" => projector.clone())
+            .set(checkpoint as f64);
+        metrics::gauge!("fhirstream_projector_lag_events", "projector" => projector.clone()).set(pending as f64);
+        if let Some(at) = newest_at {
+            let behind = (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("fhirstream_projector_lag_seconds", "projector" => projector).set(behind);
+        }
         self.applied.send_replace(checkpoint);
         self.announce(checkpoint).await;
         Ok(())
@@ -305,6 +317,8 @@ where
 pub(crate) struct Consumed {
     msg: jetstream::Message,
     seq: u64,
+    /// Messages still pending on the consumer when this one was delivered.
+    pending: u64,
     event: Option<ResourceEvent>,
 }
 

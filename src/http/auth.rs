@@ -243,7 +243,13 @@ pub(super) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.authenticate(req.headers())?;
+    let caller = state.auth.authenticate(req.headers()).inspect_err(|e| {
+        let reason = match e {
+            ApiError::Unauthorized(Some(code), _) => *code,
+            _ => "missing_token",
+        };
+        metrics::counter!("fhirstream_auth_failures_total", "reason" => reason).increment(1);
+    })?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }

@@ -8,6 +8,7 @@ mod bundle;
 pub mod error;
 mod extract;
 mod metadata;
+mod observe;
 mod read;
 pub mod response;
 mod transaction;
@@ -45,6 +46,18 @@ pub struct AdminDeps {
     pub tenant_applied: AppliedWatch,
 }
 
+/// What the operations endpoints need.
+pub struct Ops {
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub pool: PgPool,
+    /// The resource stream and the projector whose lag `/ready` checks.
+    pub stream: String,
+    pub projector: String,
+    pub max_lag_events: u64,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
 /// What every handler can reach. Roles this process does not run are `None`.
 pub struct AppState {
     pub settings: HttpSettings,
@@ -54,6 +67,7 @@ pub struct AppState {
     pub applied: Option<AppliedWatch>,
     pub queries: Option<Queries>,
     pub admin: Option<AdminDeps>,
+    pub ops: Option<Ops>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -107,8 +121,11 @@ pub fn router(state: SharedState) -> Router {
         // a tenant to a caller who cannot prove access to it.
         .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(observe::ready))
+        .route("/metrics", get(observe::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe::track))
         .with_state(state)
 }
 
