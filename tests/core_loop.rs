@@ -90,6 +90,11 @@ async fn create_read_update_delete_vread_and_history_round_trip_with_their_heade
     let res = app.put(&t, &format!("Patient/{id}"), &json!({"resourceType": "Patient", "id": id})).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["etag"], "W/\"4\"");
+
+    // Every event of the round trip matches the committed envelope schema.
+    let events = app.events(&format!("fhir.{t}.>")).await;
+    let ops: Vec<&str> = events.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["create", "update", "delete", "create"]);
 }
 
 #[tokio::test]

@@ -149,6 +149,7 @@ async fn etags_locations_and_events_stay_inside_their_tenant() {
             let msg = messages.next().await.unwrap().unwrap();
             pending = msg.info().unwrap().pending;
             let ev: Value = serde_json::from_slice(&msg.payload).unwrap();
+            support::validate_event(&ev);
             assert_eq!(ev["tenant"], t.as_str());
             assert!(msg.subject.starts_with(&format!("fhir.{t}.")));
         }

@@ -132,6 +132,7 @@ async fn tenant_events(app: &TestApp, t: &str) -> Vec<String> {
         let msg = messages.next().await.unwrap().unwrap();
         pending = msg.info().unwrap().pending;
         let ev: Value = serde_json::from_slice(&msg.payload).unwrap();
+        support::validate_event(&ev);
         ops.push(ev["op"].as_str().unwrap().to_owned());
     }
     ops

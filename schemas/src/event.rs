@@ -12,6 +12,12 @@ use uuid::Uuid;
 use crate::resource::{ResourceId, ResourceType, Version};
 use crate::tenant::{TenantConfig, TenantId};
 
+/// The JSON Schema of [`ResourceEvent`] (`schemas/json/`, versioned by
+/// file name), for consumers and for tests that check every event.
+pub const RESOURCE_EVENT_JSON_SCHEMA: &str = include_str!("../json/resource-event.v1.schema.json");
+/// The JSON Schema of [`TenantEvent`].
+pub const TENANT_EVENT_JSON_SCHEMA: &str = include_str!("../json/tenant-event.v1.schema.json");
+
 /// Schema tag of [`ResourceEvent`].
 pub const RESOURCE_EVENT_SCHEMA: &str = "fhirstream.resource-event/1";
 /// Schema tag of [`TenantEvent`].

@@ -273,6 +273,32 @@ impl Drop for TestApp {
     }
 }
 
+/// Checks an event against the committed JSON Schema of its envelope
+/// (resource events and identifier claims share the stream).
+pub fn validate_event(event: &Value) {
+    let errors = event_schema_errors(event);
+    assert!(errors.is_empty(), "event does not match its schema: {errors:?}\n{event}");
+}
+
+/// Why an event does not match its envelope's JSON Schema (empty: it does).
+pub fn event_schema_errors(event: &Value) -> Vec<String> {
+    static VALIDATORS: std::sync::OnceLock<(jsonschema::Validator, jsonschema::Validator)> = std::sync::OnceLock::new();
+    let (resource, tenant) = VALIDATORS.get_or_init(|| {
+        let compile = |text: &str| {
+            let schema: Value = serde_json::from_str(text).expect("schema is JSON");
+            jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
+        };
+        (compile(schemas::event::RESOURCE_EVENT_JSON_SCHEMA), compile(schemas::event::TENANT_EVENT_JSON_SCHEMA))
+    });
+    let validator = match event["schema"].as_str() {
+        Some("fhirstream.resource-event/1") => resource,
+        Some("fhirstream.tenant-event/1") => tenant,
+        Some("fhirstream.identifier-claim/1") => return Vec::new(),
+        other => return vec![format!("unknown schema {other:?}")],
+    };
+    validator.iter_errors(event).map(|e| e.to_string()).collect()
+}
+
 /// Status, headers (minus `date`) and body of a response: what a client
 /// could learn from it, for comparing two answers byte for byte.
 pub async fn fingerprint(res: reqwest::Response) -> (u16, Vec<(String, String)>, String) {
@@ -348,7 +374,9 @@ impl TestApp {
         while pending > 0 {
             let msg = messages.next().await.expect("a message").expect("a good message");
             pending = msg.info().expect("info").pending;
-            out.push(serde_json::from_slice(&msg.payload).expect("JSON event"));
+            let event: Value = serde_json::from_slice(&msg.payload).expect("JSON event");
+            validate_event(&event);
+            out.push(event);
         }
         out
     }
@@ -376,6 +404,7 @@ impl TestApp {
             let msg = messages.next().await.expect("a message").expect("a good message");
             pending = msg.info().expect("info").pending;
             let ev: Value = serde_json::from_slice(&msg.payload).expect("envelope");
+            validate_event(&ev);
             let key = (ev["resource_type"].as_str().unwrap().to_owned(), ev["id"].as_str().unwrap().to_owned());
             let version = ev["version"].as_i64().unwrap();
             fold.versions.insert((key.0.clone(), key.1.clone(), version));
