@@ -47,7 +47,8 @@ fn events_as_the_code_writes_them_match_the_schema() {
 
 #[test]
 fn the_schema_rejects_malformed_events() {
-    let mutations: Vec<(&str, fn(&mut Value))> = vec![
+    type Mutation = (&'static str, fn(&mut Value));
+    let mutations: Vec<Mutation> = vec![
         ("version 0", |e| e["version"] = json!(0)),
         ("unknown op", |e| e["op"] = json!("merge")),
         ("tenant with a dot", |e| e["tenant"] = json!("a.b")),
