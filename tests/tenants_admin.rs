@@ -115,27 +115,8 @@ async fn configuring_allowed_types_takes_effect_at_once_and_is_itself_an_event()
 }
 
 async fn tenant_events(app: &TestApp, t: &str) -> Vec<String> {
-    use futures::StreamExt as _;
-    let js = async_nats::jetstream::new(app.nats.client().await);
-    let stream = js.get_stream("FHIRSTREAM_TENANTS").await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("fhirstream.tenants.{t}"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut pending = consumer.cached_info().num_pending;
-    let mut ops = Vec::new();
-    let mut messages = consumer.messages().await.unwrap();
-    while pending > 0 {
-        let msg = messages.next().await.unwrap().unwrap();
-        pending = msg.info().unwrap().pending;
-        let ev: Value = serde_json::from_slice(&msg.payload).unwrap();
-        support::validate_event(&ev);
-        ops.push(ev["op"].as_str().unwrap().to_owned());
-    }
-    ops
+    let events = app.events_in("FHIRSTREAM_TENANTS", &format!("fhirstream.tenants.{t}")).await;
+    events.iter().map(|e| e["op"].as_str().unwrap().to_owned()).collect()
 }
 
 #[tokio::test]

@@ -353,11 +353,17 @@ impl Fold {
 }
 
 impl TestApp {
-    /// Every event on `filter`, in stream order, as JSON.
+    /// Every event on `filter` in the resource stream, in stream order.
     pub async fn events(&self, filter: &str) -> Vec<Value> {
+        self.events_in("FHIR", filter).await
+    }
+
+    /// Every event on `filter` in `stream`, in stream order, each checked
+    /// against its envelope's schema.
+    pub async fn events_in(&self, stream: &str, filter: &str) -> Vec<Value> {
         use futures::StreamExt as _;
         let js = async_nats::jetstream::new(self.nats.client().await);
-        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        let stream = js.get_stream(stream).await.expect("stream");
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 filter_subject: filter.to_owned(),
