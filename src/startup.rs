@@ -86,6 +86,7 @@ impl App {
             settings: HttpSettings {
                 base_url: base_url.clone(),
                 max_body_bytes: cfg.max_body_bytes,
+                max_resource_bytes: body_limit(cfg.max_body_bytes, nats.server_info().max_payload),
                 max_bundle_entries: cfg.max_bundle_entries,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
             },
@@ -163,6 +164,26 @@ pub async fn connect_nats(conn: &ConnArgs) -> anyhow::Result<async_nats::Client>
     Ok(client)
 }
 
+/// Room an event's envelope and headers take beside the resource body.
+const ENVELOPE_HEADROOM: usize = 16 * 1024;
+
+/// The largest single resource worth accepting: one whose event would
+/// exceed the NATS server's `max_payload` can never be stored, so it is
+/// refused at the edge (413) instead of after validation. Bundles keep the
+/// configured limit: each entry becomes its own event.
+pub fn body_limit(configured: usize, max_payload: usize) -> usize {
+    let fits = max_payload.saturating_sub(ENVELOPE_HEADROOM);
+    if configured > fits {
+        tracing::warn!(
+            configured,
+            max_payload,
+            limit = fits,
+            "--max-body-bytes lowered to fit the NATS server's max_payload"
+        );
+    }
+    configured.min(fits)
+}
+
 /// Whether a NATS server version is new enough, with advice if not.
 pub fn check_nats_version(version: &str) -> anyhow::Result<()> {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
@@ -233,6 +254,13 @@ mod tests {
         for ok in ["2.12.0", "2.15.1", "v2.15.1-beta", "3.0.0"] {
             assert!(check_nats_version(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn the_body_limit_never_exceeds_what_one_event_can_carry() {
+        assert_eq!(body_limit(4 << 20, 1 << 20), (1 << 20) - ENVELOPE_HEADROOM);
+        assert_eq!(body_limit(64 * 1024, 1 << 20), 64 * 1024);
+        assert_eq!(body_limit(1000, 100), 0);
     }
 
     #[test]

@@ -175,6 +175,26 @@ async fn each_bad_request_is_a_4xx_operation_outcome_and_leaves_no_event() {
 }
 
 #[tokio::test]
+async fn a_body_too_large_for_one_event_is_refused_at_the_edge() {
+    // The test config allows 8 MiB bodies; the test NATS carries 1 MiB.
+    let app = TestApp::spawn().await;
+    let t = app.tenant("big").await;
+    let body =
+        format!(r#"{{"resourceType":"Patient","text":{{"status":"generated","div":"{}"}}}}"#, "x".repeat(1_200_000));
+    let res = app
+        .http
+        .post(app.fhir(&t, "Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let diagnostics = assert_outcome(res, 413).await;
+    assert!(diagnostics.contains("single resource"), "{diagnostics}");
+    assert_eq!(app.stream_count(&format!("fhir.{t}.>")).await, 0);
+}
+
+#[tokio::test]
 async fn bad_reads_are_4xx_operation_outcomes() {
     let app = TestApp::spawn().await;
     let t = app.tenant("badread").await;

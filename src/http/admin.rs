@@ -12,6 +12,7 @@ use projector::TenantState;
 use schemas::{TenantConfig, TenantId};
 
 use super::auth::Caller;
+use super::extract::LimitedBody;
 use super::{AdminDeps, ApiError, SharedState};
 use crate::tenancy::{self, Deletion};
 
@@ -44,7 +45,7 @@ fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
 pub(super) async fn create(
     State(state): State<SharedState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let new: NewTenant = parse_body(&body)?;
@@ -84,7 +85,7 @@ pub(super) async fn configure(
     State(state): State<SharedState>,
     caller: Caller,
     Path(raw): Path<String>,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Json<TenantState>, ApiError> {
     caller.require_admin()?;
     let tenant = parse_tenant(&raw)?;

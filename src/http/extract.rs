@@ -118,21 +118,33 @@ impl FromRequest<SharedState> for FhirBody {
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         check_json_media_type(req.headers())?;
-        let limit = state.settings.max_body_bytes;
-        let too_large = || ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes"));
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(e) => {
-                let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.to_string().contains("length limit");
-                Err(if over { too_large() } else { ApiError::invalid("the request body could not be read") })
-            }
-        }
+        Ok(Self(read_limited(req, state.settings.max_body_bytes).await?))
     }
+}
+
+/// Any request body (JSON Patch, admin documents), read up to the
+/// configured size limit; too large is a 413 OperationOutcome like the rest.
+pub(super) struct LimitedBody(pub(super) Bytes);
+
+impl FromRequest<SharedState> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        Ok(Self(read_limited(req, state.settings.max_body_bytes).await?))
+    }
+}
+
+async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if over { too_large() } else { ApiError::invalid("the request body could not be read") }
+    })
 }
 
 fn check_json_media_type(headers: &HeaderMap) -> Result<(), ApiError> {

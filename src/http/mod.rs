@@ -34,7 +34,10 @@ pub use error::ApiError;
 pub struct HttpSettings {
     /// Public base URL, without a trailing slash.
     pub base_url: String,
+    /// Largest request body (Bundles included).
     pub max_body_bytes: usize,
+    /// Largest single resource: what one event can carry.
+    pub max_resource_bytes: usize,
     pub max_bundle_entries: usize,
     pub read_your_writes_timeout: Duration,
 }

@@ -14,7 +14,7 @@ use schemas::scope::Interaction;
 use schemas::{ResourceId, TenantId};
 
 use super::auth::Caller;
-use super::extract::{FhirBody, InTenant, InstanceTarget, TypeTarget, if_match};
+use super::extract::{FhirBody, InTenant, InstanceTarget, LimitedBody, TypeTarget, if_match};
 use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
 use super::write::{set_location, settle};
 use super::{ApiError, SharedState};
@@ -306,6 +306,7 @@ pub(super) async fn conditional_update(
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     let criteria = criteria(query)?;
+    super::write::check_resource_size(&state, body.len())?;
     let resource: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry {
@@ -337,18 +338,13 @@ pub(super) async fn patch(
     target: InstanceTarget,
     caller: Caller,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !ct.starts_with("application/json-patch+json") {
         return Err(ApiError::UnsupportedMediaType("PATCH takes application/json-patch+json (JSON Patch)".into()));
     }
-    if body.len() > state.settings.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the request body exceeds {} bytes",
-            state.settings.max_body_bytes
-        )));
-    }
+    super::write::check_resource_size(&state, body.len())?;
     let doc: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry {

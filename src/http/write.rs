@@ -24,6 +24,7 @@ pub(super) async fn create(
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Create)?;
+    check_resource_size(&state, body.len())?;
     if let Some(criteria) = headers.get("if-none-exist") {
         let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
         return super::transaction::conditional_create(state, target, caller, headers, &body, &criteria).await;
@@ -44,6 +45,7 @@ pub(super) async fn update(
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Update)?;
+    check_resource_size(&state, body.len())?;
     let if_match = if_match(&headers)?;
     let written = state
         .commands()?
@@ -75,6 +77,17 @@ pub(super) async fn delete(
         res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     }
     Ok(res)
+}
+
+/// 413 for a resource larger than one event can carry.
+pub(super) fn check_resource_size(state: &SharedState, len: usize) -> Result<(), ApiError> {
+    let limit = state.settings.max_resource_bytes;
+    if len > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the resource exceeds the limit of {limit} bytes for a single resource (one event on the stream)"
+        )));
+    }
+    Ok(())
 }
 
 /// Sets `Content-Location` (and `Location` for a creation) to a version URL.
