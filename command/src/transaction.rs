@@ -129,13 +129,22 @@ impl Commands {
         // 2. Ids, references and order.
         let planned = bundle::plan(entries, new_id, &existing).map_err(bundle_failure)?;
 
-        // 3. The current state of every resource that is written.
-        let writes: Vec<&Planned> = planned
-            .iter()
-            .filter(|p| p.entry.method != Method::Get)
-            .filter(|p| !conditional_create_matched.contains(&p.entry.index))
-            .filter(|p| !deletes_matching_nothing.contains(&p.entry.index))
-            .collect();
+        // 3. Split what is written from what is only looked at, keeping the
+        //    processing order; the written entries are consumed below, so
+        //    their bodies move into the events without a copy.
+        let mut writes: Vec<Planned> = Vec::with_capacity(planned.len());
+        let mut reads = Vec::new();
+        let mut matched = Vec::new();
+        for p in planned {
+            let i = p.entry.index;
+            if p.entry.method == Method::Get {
+                reads.push((i, p.entry.rt, p.id));
+            } else if conditional_create_matched.contains(&i) {
+                matched.push((i, p.entry.rt, p.id));
+            } else if !deletes_matching_nothing.contains(&i) {
+                writes.push(p);
+            }
+        }
         let currents = try_join_all(writes.iter().map(|p| async {
             let subject = resource_subject(tenant, p.entry.rt, &p.id);
             let needs_read = p.entry.method != Method::Post;
@@ -145,27 +154,35 @@ impl Commands {
         }))
         .await?;
 
-        // 4. Decide every write; build the events.
-        let commit = Uuid::now_v7();
-        let at = now();
-        let n_events = writes.len() as u32;
-        let mut messages = Vec::with_capacity(writes.len() + claims.len());
-        let mut written: HashMap<usize, (EventOp, Written)> = HashMap::new();
+        // 4. Decide every write first, so the commit's size is known before
+        //    any event is built; deletes of nothing append no event.
+        let mut decided = Vec::with_capacity(writes.len());
         let mut skipped_deletes = Vec::new();
-        for (k, (p, last)) in writes.iter().zip(currents).enumerate() {
+        for (p, last) in writes.into_iter().zip(currents) {
             let i = p.entry.index;
             let current = last.as_ref().map(current_of).transpose().map_err(fail(i))?;
             let intent = match p.entry.method {
                 Method::Delete => Intent::Delete { if_match: p.entry.if_match },
                 _ => Intent::Put { if_match: p.entry.if_match },
             };
+            match decide(current, intent).map_err(fail(i))? {
+                Some(decision) => decided.push((p, current, last, decision)),
+                None => skipped_deletes.push(i),
+            }
+        }
+        let commit = Uuid::now_v7();
+        let at = now();
+        let count_events = decided.len() as u32;
+        let mut messages = Vec::with_capacity(decided.len() + claims.len());
+        // Per written entry, in commit order: (entry index, op, result).
+        let mut written: Vec<(usize, EventOp, Written)> = Vec::with_capacity(decided.len());
+        for (k, (p, current, last, decision)) in decided.into_iter().enumerate() {
+            let i = p.entry.index;
             let resource = match p.entry.method {
-                Method::Patch => Some(apply_patch(p, current, last.as_ref().map(|l| &l.payload[..])).map_err(fail(i))?),
-                _ => p.resource.clone(),
-            };
-            let Some(decision) = decide(current, intent).map_err(fail(i))? else {
-                skipped_deletes.push(i);
-                continue;
+                Method::Patch => {
+                    Some(apply_patch(&p, current, last.as_ref().map(|l| &l.payload[..])).map_err(fail(i))?)
+                }
+                _ => p.resource,
             };
             let resource = match resource {
                 Some(mut r) => {
@@ -183,17 +200,17 @@ impl Commands {
                 event_id: Uuid::now_v7(),
                 tenant: tenant.clone(),
                 resource_type: p.entry.rt,
-                id: p.id.clone(),
+                id: p.id,
                 version: decision.version,
                 op: decision.op,
                 at,
                 actor: actor.clone(),
-                commit: Commit { id: commit, index: k as u32, count: n_events },
+                commit: Commit { id: commit, index: k as u32, count: count_events },
                 resource,
             };
             let payload = serde_json::to_vec(&event).context("serialize the event").map_err(|e| fail(i)(e.into()))?;
             messages.push(BatchMessage {
-                subject: resource_subject(tenant, p.entry.rt, &p.id),
+                subject: resource_subject(tenant, event.resource_type, &event.id),
                 event_id: event.event_id,
                 expected_seq: decision.expected_seq,
                 headers: vec![
@@ -202,34 +219,22 @@ impl Commands {
                 ],
                 payload,
             });
-            written.insert(
-                i,
-                (
-                    decision.op,
-                    Written {
-                        resource_type: event.resource_type,
-                        id: event.id,
-                        version: event.version,
-                        op: event.op,
-                        last_updated: event.at,
-                        seq: 0,
-                        resource: event.resource,
-                    },
-                ),
-            );
+            let w = Written {
+                resource_type: event.resource_type,
+                id: event.id,
+                version: event.version,
+                op: event.op,
+                last_updated: event.at,
+                seq: 0,
+                resource: event.resource,
+            };
+            written.push((i, decision.op, w));
         }
-        if messages.len() != n_events as usize {
-            // Some deletes turned out to be no-ops: renumber the commit.
-            renumber(&mut messages)?;
-        }
-        let claimed: HashMap<usize, ResourceId> = planned.iter().map(|p| (p.entry.index, p.id.clone())).collect();
         for (index, subject, seq) in claims {
-            let Some(id) = claimed.get(&index) else { continue };
-            let Some((_, w)) = written.get(&index) else { continue };
+            let Some((_, _, w)) = written.iter().find(|(i, ..)| *i == index) else { continue };
             let payload = json!({
                 "schema": "fhirstream.identifier-claim/1",
-                "tenant": tenant, "resource_type": planned_type(&planned, index),
-                "id": id, "version": w.version,
+                "tenant": tenant, "resource_type": w.resource_type, "id": w.id, "version": w.version,
             });
             messages.push(BatchMessage {
                 subject,
@@ -240,51 +245,39 @@ impl Commands {
             });
         }
 
-        // 5. One atomic commit.
-        // A refused batch does not say which expectation failed; every entry
-        // was checked just before, so it is a concurrent writer: no index.
+        // 5. One atomic commit. A refused batch does not say which
+        //    expectation failed; every entry was checked just before, so it
+        //    is a concurrent writer: no index.
         let seqs = store.append_batch(&commit.simple().to_string(), messages).await.map_err(whole)?;
-        let n_written = written.len();
+        // The read model's progress is measured in resource events; the
+        // identifier claims that follow them are never projected.
+        let last_seq = written.len().checked_sub(1).and_then(|k| seqs.get(k)).copied();
         let mut by_entry: HashMap<usize, EntryResult> = HashMap::new();
-        let mut order: Vec<usize> = written.keys().copied().collect();
-        order.sort_by_key(|i| planned.iter().position(|p| p.entry.index == *i));
-        for (i, seq) in order.into_iter().zip(seqs.iter()) {
-            if let Some((op, mut w)) = written.remove(&i) {
-                w.seq = *seq;
-                let result = match op {
-                    EventOp::Create => EntryResult::Created(w),
-                    EventOp::Update => EntryResult::Updated(w),
-                    EventOp::Delete => EntryResult::Deleted(Some(w)),
-                };
-                by_entry.insert(i, result);
-            }
+        for ((i, op, mut w), seq) in written.into_iter().zip(seqs) {
+            w.seq = seq;
+            let result = match op {
+                EventOp::Create => EntryResult::Created(w),
+                EventOp::Update => EntryResult::Updated(w),
+                EventOp::Delete => EntryResult::Deleted(Some(w)),
+            };
+            by_entry.insert(i, result);
         }
         for i in skipped_deletes.into_iter().chain(deletes_matching_nothing) {
             by_entry.insert(i, EntryResult::Deleted(None));
         }
-        for p in &planned {
-            let i = p.entry.index;
-            if p.entry.method == Method::Get {
-                by_entry.insert(i, EntryResult::Read { rt: p.entry.rt, id: p.id.clone() });
-            } else if conditional_create_matched.contains(&i) {
-                let last = store
-                    .last_resource_event(&resource_subject(tenant, p.entry.rt, &p.id))
-                    .await
-                    .map_err(fail(i))?
-                    .ok_or_else(|| fail(i)(CommandError::Conflict))?;
-                let event: ResourceEvent = serde_json::from_slice(&last.payload)
-                    .context("decode the matched resource")
-                    .map_err(|e| fail(i)(e.into()))?;
-                by_entry.insert(
-                    i,
-                    EntryResult::Existing {
-                        rt: p.entry.rt,
-                        id: p.id.clone(),
-                        version: event.version,
-                        resource: event.resource,
-                    },
-                );
-            }
+        for (i, rt, id) in reads {
+            by_entry.insert(i, EntryResult::Read { rt, id });
+        }
+        for (i, rt, id) in matched {
+            let last = store
+                .last_resource_event(&resource_subject(tenant, rt, &id))
+                .await
+                .map_err(fail(i))?
+                .ok_or_else(|| fail(i)(CommandError::Conflict))?;
+            let event: ResourceEvent = serde_json::from_slice(&last.payload)
+                .context("decode the matched resource")
+                .map_err(|e| fail(i)(e.into()))?;
+            by_entry.insert(i, EntryResult::Existing { rt, id, version: event.version, resource: event.resource });
         }
         let results = (0..count)
             .map(|i| {
@@ -293,29 +286,8 @@ impl Commands {
                     .ok_or_else(|| whole(CommandError::Internal(anyhow::anyhow!("entry {i} has no result"))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // The read model's progress is measured in resource events; the
-        // identifier claims that follow them are never projected.
-        let last_seq = seqs.get(n_written.saturating_sub(1)).copied().filter(|_| n_written > 0);
         Ok(TxOutcome { results, last_seq })
     }
-}
-
-fn planned_type(planned: &[Planned], index: usize) -> &'static str {
-    planned.iter().find(|p| p.entry.index == index).map_or("", |p| p.entry.rt.as_str())
-}
-
-/// Rewrites the `commit.index`/`count` of every event when fewer events
-/// than planned are appended.
-fn renumber(messages: &mut [BatchMessage]) -> Result<(), EntryFailure> {
-    let count = messages.len() as u32;
-    for (k, m) in messages.iter_mut().enumerate() {
-        let mut event: ResourceEvent =
-            serde_json::from_slice(&m.payload).context("re-read an event").map_err(|e| whole(e.into()))?;
-        event.commit.index = k as u32;
-        event.commit.count = count;
-        m.payload = serde_json::to_vec(&event).context("re-serialize an event").map_err(|e| whole(e.into()))?;
-    }
-    Ok(())
 }
 
 /// Decides what a conditional entry matches: the identifier claim (which
