@@ -29,6 +29,10 @@ use crate::startup::{connect_nats, open_store};
 /// One atomic commit's worth of entries, with references already resolved.
 struct Unit {
     source: String,
+    /// Where the unit came from, so the rare fallback can read it again
+    /// instead of every commit keeping a copy of its entries.
+    path: PathBuf,
+    position: usize,
     entries: Vec<Entry>,
 }
 
@@ -82,7 +86,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             let (commands, tenant, actor, tally, bar) = (&commands, &tenant, &actor, tally.clone(), bar.clone());
             async move {
                 let unit = unit?;
-                commit(commands, tenant, actor, unit, &tally).await;
+                commit(commands, tenant, actor, unit, chunk, &tally).await;
                 let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!("{done} resources, {rate:.0}/s"));
@@ -124,9 +128,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// Commits a unit atomically; if something in it exists already (a resumed
 /// import), falls back to one entry at a time so the rest still lands.
-async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Unit, tally: &Tally) {
+async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Unit, chunk: usize, tally: &Tally) {
     let n = unit.entries.len() as u64;
-    let all = unit.entries.clone();
     match commands
         .transaction(tenant, actor, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
         .await
@@ -138,7 +141,16 @@ async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Uni
         // Something in the unit exists already (a resumed import) or one
         // entry is invalid: go one entry at a time, so the rest still lands.
         Err(f) if n > 1 && (f.index.is_some() || matches!(f.error, CommandError::Conflict)) => {
-            for mut e in all {
+            let (path, position) = (unit.path.clone(), unit.position);
+            let again = tokio::task::spawn_blocking(move || read_units(&path, chunk)).await;
+            let Some(again) =
+                again.ok().and_then(Result::ok).and_then(|mut u| (position < u.len()).then(|| u.swap_remove(position)))
+            else {
+                tracing::error!(source = %unit.source, "the file changed while it was imported");
+                tally.failed.fetch_add(n, Ordering::Relaxed);
+                return;
+            };
+            for mut e in again.entries {
                 e.index = 0;
                 match commands
                     .transaction(tenant, actor, vec![e], &Default::default(), |_| schemas::ResourceId::generate())
@@ -201,7 +213,22 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn std::io::Read + Send>> {
 }
 
 /// Reads a file into commits (CPU-bound: runs on a blocking thread).
+impl Unit {
+    fn new(source: &str, entries: Vec<Entry>) -> Self {
+        Self { source: source.to_owned(), path: PathBuf::new(), position: 0, entries }
+    }
+}
+
 fn read_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+    let mut units = read_file_units(path, chunk)?;
+    for (position, unit) in units.iter_mut().enumerate() {
+        unit.path = path.to_owned();
+        unit.position = position;
+    }
+    Ok(units)
+}
+
+fn read_file_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
     let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name = source.to_lowercase();
     let reader = open(path)?;
@@ -223,16 +250,21 @@ fn bundle_units(source: &str, value: Value, chunk: usize) -> anyhow::Result<Vec<
     }
     bundle::resolve_in_place(&mut entries, |e| bundle::import_id(e, source)).with_context(|| source.to_string())?;
     let limit = if entries.len() <= command::store::MAX_BATCH { command::store::MAX_BATCH } else { chunk };
-    Ok(entries
-        .chunks(limit)
-        .map(|c| {
-            let entries = c.iter().cloned().enumerate().map(|(i, mut e)| {
+    let mut units = Vec::with_capacity(entries.len().div_ceil(limit.max(1)));
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let part = entries
+            .by_ref()
+            .take(limit)
+            .enumerate()
+            .map(|(i, mut e)| {
                 e.index = i;
                 e
-            });
-            Unit { source: source.to_owned(), entries: entries.collect() }
-        })
-        .collect())
+            })
+            .collect();
+        units.push(Unit::new(source, part));
+    }
+    Ok(units)
 }
 
 fn ndjson_units(source: &str, reader: Box<dyn std::io::Read + Send>, chunk: usize) -> anyhow::Result<Vec<Unit>> {
@@ -252,27 +284,26 @@ fn ndjson_units(source: &str, reader: Box<dyn std::io::Read + Send>, chunk: usiz
             .transpose()
             .with_context(|| format!("{source}:{}", line_no + 1))?
             .with_context(|| format!("{source}:{}: no resourceType", line_no + 1))?;
-        let full_url = resource.get("id").and_then(Value::as_str).map(|id| format!("{rt}/{id}"));
-        let mut entry = Entry { index: current.len(), full_url, body: Some(resource), ..Entry::new(Method::Post, rt) };
-        // An NDJSON resource keeps its own id when it has a valid one.
-        entry.id_hint = Some(
-            entry
-                .body
-                .as_ref()
-                .and_then(|b| b.get("id"))
-                .and_then(Value::as_str)
-                .and_then(|id| schemas::ResourceId::parse(id).ok())
-                .unwrap_or_else(|| {
-                    bundle::import_id(&Entry { full_url: None, index: line_no, ..entry.clone() }, source)
-                }),
-        );
-        current.push(entry);
+        let own_id = resource.get("id").and_then(Value::as_str);
+        let full_url = own_id.map(|id| format!("{rt}/{id}"));
+        // An NDJSON resource keeps its own id when it has a valid one; else
+        // the id derives from its line.
+        let id_hint = own_id
+            .and_then(|id| schemas::ResourceId::parse(id).ok())
+            .unwrap_or_else(|| bundle::import_id(&Entry { index: line_no, ..Entry::new(Method::Post, rt) }, source));
+        current.push(Entry {
+            index: current.len(),
+            full_url,
+            body: Some(resource),
+            id_hint: Some(id_hint),
+            ..Entry::new(Method::Post, rt)
+        });
         if current.len() >= chunk {
-            units.push(Unit { source: source.to_owned(), entries: std::mem::take(&mut current) });
+            units.push(Unit::new(source, std::mem::take(&mut current)));
         }
     }
     if !current.is_empty() {
-        units.push(Unit { source: source.to_owned(), entries: current });
+        units.push(Unit::new(source, current));
     }
     Ok(units)
 }
