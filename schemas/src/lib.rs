@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod r4;
 pub mod resource;
 pub mod scope;
+pub mod search;
 pub mod subject;
 pub mod tenant;
 pub mod validate;
