@@ -12,7 +12,7 @@ mod value;
 
 pub use defs::{SearchParam, param, params, unsupported};
 pub use extract::index;
-pub use value::{DateRange, ValueError, normalize, parse_date_range};
+pub use value::{DateRange, ValueError, far_future, far_past, normalize, parse_date_range};
 
 /// The FHIR search parameter types fhirstream indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,19 +46,39 @@ impl ParamKind {
 pub enum IndexValue {
     /// `normalized` is [`normalize`]d (lower case, accents removed) for the
     /// default starts-with and `:contains` matches; `exact` is verbatim.
-    String { normalized: String, exact: String },
+    String {
+        normalized: String,
+        exact: String,
+    },
     /// A code with its system; `text` is the [`normalize`]d display or
     /// CodeableConcept text, for `:text`.
-    Token { system: Option<String>, code: Option<String>, text: Option<String> },
+    Token {
+        system: Option<String>,
+        code: Option<String>,
+        text: Option<String>,
+    },
     /// The instant range the value covers at its precision, half-open.
     Date(DateRange),
     /// A reference: the type and id when it points at a resource by
     /// `Type/id` (relative or absolute), and the reference string as given.
-    Reference { target_type: Option<crate::ResourceType>, target_id: Option<String>, url: String },
+    Reference {
+        target_type: Option<crate::ResourceType>,
+        target_id: Option<String>,
+        url: String,
+    },
     /// A decimal, as its JSON text (kept exact for PostgreSQL `numeric`).
-    Number { value: String },
-    Quantity { value: String, system: Option<String>, code: Option<String>, unit: Option<String> },
-    Uri { uri: String },
+    Number {
+        value: String,
+    },
+    Quantity {
+        value: String,
+        system: Option<String>,
+        code: Option<String>,
+        unit: Option<String>,
+    },
+    Uri {
+        uri: String,
+    },
 }
 
 /// A value of one named parameter.
