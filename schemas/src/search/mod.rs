@@ -42,7 +42,7 @@ impl ParamKind {
 }
 
 /// One value a resource holds for a search parameter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum IndexValue {
     /// `normalized` is [`normalize`]d (lower case, accents removed) for the
     /// default starts-with and `:contains` matches; `exact` is verbatim.
@@ -82,7 +82,7 @@ pub enum IndexValue {
 }
 
 /// A value of one named parameter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IndexEntry {
     pub param: &'static str,
     pub value: IndexValue,
