@@ -161,11 +161,37 @@ pub struct ServeArgs {
     /// `/ready` fails while the projector is more events behind than this.
     #[arg(long, env = "FHIRSTREAM_READY_MAX_LAG_EVENTS", default_value_t = 10_000)]
     pub ready_max_lag_events: u64,
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// Search limits and paging.
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// Page size when a search does not ask with `_count`.
+    #[arg(long, env = "FHIRSTREAM_SEARCH_DEFAULT_COUNT", default_value_t = 50)]
+    pub search_default_count: u32,
+    /// Largest page size; a larger `_count` is capped to it.
+    #[arg(long, env = "FHIRSTREAM_SEARCH_MAX_COUNT", default_value_t = 1000)]
+    pub search_max_count: u32,
+    /// Most `_include`/`_revinclude` resources added to one page.
+    #[arg(long, env = "FHIRSTREAM_SEARCH_MAX_INCLUDED", default_value_t = 1000)]
+    pub search_max_included: u32,
+    /// Secret that seals paging cursors (set the same one on every replica
+    /// behind a load balancer; default: a random one per process).
+    #[arg(long, env = "FHIRSTREAM_CURSOR_SECRET", hide_env_values = true)]
+    pub cursor_secret: Option<String>,
+}
+
+impl Default for SearchArgs {
+    fn default() -> Self {
+        Self { search_default_count: 50, search_max_count: 1000, search_max_included: 1000, cursor_secret: None }
+    }
 }
 
 /// How callers are authenticated.

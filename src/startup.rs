@@ -21,7 +21,8 @@ use projector::{Projector, ProjectorConfig, TenantRegistry};
 use query::Queries;
 
 use crate::config::{ConnArgs, Role, ServeArgs};
-use crate::http::{self, AdminDeps, AppState, Authenticator, HttpSettings};
+use crate::http::{self, AdminDeps, AppState, Authenticator, HttpSettings, SearchSettings};
+use query::search::CursorKey;
 
 /// The oldest NATS server fhirstream runs on: older ones silently ignore
 /// consumer settings it relies on and lack atomic batch publish.
@@ -89,6 +90,15 @@ impl App {
                 max_resource_bytes: body_limit(cfg.max_body_bytes, nats.server_info().max_payload),
                 max_bundle_entries: cfg.max_bundle_entries,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
+                search: SearchSettings {
+                    default_count: cfg.search.search_default_count.max(1),
+                    max_count: cfg.search.search_max_count.max(1),
+                    max_included: cfg.search.search_max_included,
+                    cursor_key: match &cfg.search.cursor_secret {
+                        Some(secret) => CursorKey::from_secret(secret),
+                        None => CursorKey::random(),
+                    },
+                },
             },
             auth,
             tenants,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use schemas::search::{self, IndexEntry, IndexValue};
 use schemas::{EventOp, ResourceEvent};
 
 /// A consumed event with its stream sequence.
@@ -41,11 +42,105 @@ pub struct CurrentRows<'a> {
     pub seq: Vec<i64>,
 }
 
+/// The `search_values` rows of a batch: the index entries of every current
+/// row that is not a delete (see migration 0004 for the column meanings).
+#[derive(Debug, Default, PartialEq)]
+pub struct IndexRows<'a> {
+    pub tenant_id: Vec<&'a str>,
+    pub resource_type: Vec<&'static str>,
+    pub id: Vec<&'a str>,
+    pub seq: Vec<i64>,
+    pub param: Vec<&'static str>,
+    pub kind: Vec<&'static str>,
+    pub text_norm: Vec<Option<String>>,
+    pub text_exact: Vec<Option<String>>,
+    pub system: Vec<Option<String>>,
+    pub code: Vec<Option<String>>,
+    pub unit: Vec<Option<String>>,
+    pub lo: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    pub hi: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    pub num: Vec<Option<String>>,
+    pub ref_type: Vec<Option<&'static str>>,
+    pub ref_id: Vec<Option<String>>,
+}
+
+impl<'a> IndexRows<'a> {
+    fn push(&mut self, e: &'a ResourceEvent, seq: u64, entry: IndexEntry) {
+        let mut row = Row { kind: "u", ..Row::default() };
+        match entry.value {
+            IndexValue::String { normalized, exact } => {
+                row.kind = "s";
+                row.text_norm = Some(normalized);
+                row.text_exact = Some(exact);
+            }
+            IndexValue::Token { system, code, text } => {
+                row.kind = "t";
+                (row.system, row.code, row.text_norm) = (system, code, text);
+            }
+            IndexValue::Date(range) => {
+                row.kind = "d";
+                (row.lo, row.hi) = (Some(range.lo), Some(range.hi));
+            }
+            IndexValue::Reference { target_type, target_id, url } => {
+                row.kind = "r";
+                row.ref_type = target_type.map(|t| t.as_str());
+                row.ref_id = target_id;
+                row.text_exact = Some(url);
+            }
+            IndexValue::Number { value } => {
+                row.kind = "n";
+                row.num = Some(value);
+            }
+            IndexValue::Quantity { value, system, code, unit } => {
+                row.kind = "q";
+                row.num = Some(value);
+                (row.system, row.code, row.unit) = (system, code, unit);
+            }
+            IndexValue::Uri { uri } => row.text_exact = Some(uri),
+        }
+        self.tenant_id.push(e.tenant.as_str());
+        self.resource_type.push(e.resource_type.as_str());
+        self.id.push(e.id.as_str());
+        self.seq.push(seq as i64);
+        self.param.push(entry.param);
+        self.kind.push(row.kind);
+        self.text_norm.push(row.text_norm);
+        self.text_exact.push(row.text_exact);
+        self.system.push(row.system);
+        self.code.push(row.code);
+        self.unit.push(row.unit);
+        self.lo.push(row.lo);
+        self.hi.push(row.hi);
+        self.num.push(row.num);
+        self.ref_type.push(row.ref_type);
+        self.ref_id.push(row.ref_id);
+    }
+}
+
+/// One `search_values` row before it is split into columns.
+#[derive(Default)]
+struct Row {
+    kind: &'static str,
+    text_norm: Option<String>,
+    text_exact: Option<String>,
+    system: Option<String>,
+    code: Option<String>,
+    unit: Option<String>,
+    lo: Option<chrono::DateTime<chrono::Utc>>,
+    hi: Option<chrono::DateTime<chrono::Utc>>,
+    num: Option<String>,
+    ref_type: Option<&'static str>,
+    ref_id: Option<String>,
+}
+
 /// Everything one batch writes, and the checkpoint it moves to.
 #[derive(Debug, Default, PartialEq)]
 pub struct BatchRows<'a> {
     pub versions: VersionRows<'a>,
     pub current: CurrentRows<'a>,
+    /// The index of the current rows; the store first removes every index
+    /// row of the resources in `current`, then inserts these.
+    pub index: IndexRows<'a>,
     /// The highest sequence in the batch (even of skipped events), or the
     /// old checkpoint when the batch held nothing new.
     pub checkpoint: u64,
@@ -107,6 +202,15 @@ pub fn plan(events: &[Sequenced], checkpoint: u64) -> BatchRows<'_> {
         c.deleted.push(e.op == EventOp::Delete);
         c.last_updated.push(e.at);
         c.seq.push(seq as i64);
+        if let Some(body) = e.resource.as_deref() {
+            // A body that is not JSON cannot have been accepted by the write
+            // side; if one appears anyway it is stored but not indexed.
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(body.get()) {
+                for entry in search::index(e.resource_type, &json) {
+                    rows.index.push(e, seq, entry);
+                }
+            }
+        }
     }
     rows
 }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "read models", include_str!("../migrations/0001_read_models.sql")),
     (2, "tenants and row-level security", include_str!("../migrations/0002_tenants_and_rls.sql")),
     (3, "one-round-trip read functions", include_str!("../migrations/0003_read_functions.sql")),
+    (4, "search index", include_str!("../migrations/0004_search_values.sql")),
 ];
 
 /// The read-model migrator.

@@ -34,7 +34,7 @@ pub async fn apply_batch(
 ) -> Result<u64, sqlx::Error> {
     let rows = apply::plan(events, known);
     let new = rows.checkpoint.max(batch_max_seq).max(known);
-    let (v, c) = (&rows.versions, &rows.current);
+    let (v, c, x) = (&rows.versions, &rows.current, &rows.index);
     sqlx::query(
         "with cp as (select seq from projector_checkpoints where projector = $1),
          versions as (
@@ -53,7 +53,23 @@ pub async fn apply_batch(
              on conflict (tenant_id, resource_type, id) do update
              set version = excluded.version, deleted = excluded.deleted,
                  last_updated = excluded.last_updated, seq = excluded.seq
-             where resources.version < excluded.version)
+             where resources.version < excluded.version),
+         -- Data-modifying CTEs share one snapshot: this delete sees only the
+         -- rows that existed before the statement, never the new ones below.
+         unindexed as (
+             delete from search_values sv
+             using unnest($11::text[], $12::text[], $13::text[], $17::int8[]) as z(t, rt, i, s)
+             where sv.tenant_id = z.t and sv.resource_type = z.rt and sv.id = z.i
+               and z.s > (select seq from cp)),
+         indexed as (
+             insert into search_values (tenant_id, resource_type, id, seq, param, kind, text_norm, text_exact,
+                                        system, code, unit, lo, hi, num, ref_type, ref_id)
+             select t, rt, i, s, p, k::\"char\", tn, te, sy, co, un, lo, hi, nu::numeric, ryt, ryi
+             from unnest($18::text[], $19::text[], $20::text[], $21::int8[], $22::text[], $23::text[], $24::text[],
+                         $25::text[], $26::text[], $27::text[], $28::text[], $29::timestamptz[], $30::timestamptz[],
+                         $31::text[], $32::text[], $33::text[])
+                  as w(t, rt, i, s, p, k, tn, te, sy, co, un, lo, hi, nu, ryt, ryi)
+             where w.s > (select seq from cp))
          update projector_checkpoints set seq = greatest(seq, $2), updated_at = now() where projector = $1",
     )
     .bind(projector)
@@ -73,6 +89,22 @@ pub async fn apply_batch(
     .bind(&c.deleted)
     .bind(&c.last_updated)
     .bind(&c.seq)
+    .bind(&x.tenant_id)
+    .bind(&x.resource_type)
+    .bind(&x.id)
+    .bind(&x.seq)
+    .bind(&x.param)
+    .bind(&x.kind)
+    .bind(&x.text_norm)
+    .bind(&x.text_exact)
+    .bind(&x.system)
+    .bind(&x.code)
+    .bind(&x.unit)
+    .bind(&x.lo)
+    .bind(&x.hi)
+    .bind(&x.num)
+    .bind(&x.ref_type)
+    .bind(&x.ref_id)
     .execute(pool)
     .await?;
     Ok(new)

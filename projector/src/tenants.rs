@@ -25,7 +25,8 @@ pub fn tenant_projection_name(name: &str) -> String {
 pub async fn count_rows(pool: &PgPool, tenant: &TenantId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "select (select count(*) from resources where tenant_id = $1)
-              + (select count(*) from resource_versions where tenant_id = $1)",
+              + (select count(*) from resource_versions where tenant_id = $1)
+              + (select count(*) from search_values where tenant_id = $1)",
     )
     .bind(tenant.as_str())
     .fetch_one(pool)
@@ -50,7 +51,12 @@ pub async fn purge_rows_up_to(
         .bind(seq)
         .execute(&mut *conn)
         .await?;
-    Ok(a.rows_affected() + b.rows_affected())
+    let c = sqlx::query("delete from search_values where tenant_id = $1 and seq <= $2")
+        .bind(tenant.as_str())
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
 }
 
 /// Deletes every read-model row of a tenant; returns how many.
@@ -60,7 +66,9 @@ pub async fn purge_rows(conn: &mut sqlx::PgConnection, tenant: &TenantId) -> Res
         .bind(tenant.as_str())
         .execute(&mut *conn)
         .await?;
-    Ok(a.rows_affected() + b.rows_affected())
+    let c =
+        sqlx::query("delete from search_values where tenant_id = $1").bind(tenant.as_str()).execute(&mut *conn).await?;
+    Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
 }
 
 pub(crate) struct TenantProjection {

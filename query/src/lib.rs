@@ -6,6 +6,7 @@
 //! partition and one index range, whatever other tenants hold.
 
 pub mod read;
+pub mod search;
 
 pub use read::{Queries, ReadResult, VersionRow};
 

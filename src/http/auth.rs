@@ -227,6 +227,11 @@ impl Caller {
         }
     }
 
+    /// Whether the token's scopes allow `interaction` on `rt`.
+    pub(super) fn allows(&self, rt: ResourceType, interaction: Interaction) -> bool {
+        self.scopes.allows(rt.as_str(), interaction)
+    }
+
     /// 403 unless the token carries the `fhirstream/admin` scope.
     pub(super) fn require_admin(&self) -> Result<(), ApiError> {
         if self.scopes.is_admin() {

@@ -173,6 +173,17 @@ impl From<crate::tenancy::TenancyError> for ApiError {
     }
 }
 
+impl From<query::search::SearchError> for ApiError {
+    fn from(e: query::search::SearchError) -> Self {
+        use query::search::SearchError;
+        match e {
+            SearchError::Invalid(msg) => Self::Invalid(msg, None),
+            e @ (SearchError::Unknown(_) | SearchError::BadCursor) => Self::Invalid(e.to_string(), None),
+            SearchError::Query(e) => e.into(),
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {

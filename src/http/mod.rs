@@ -11,6 +11,7 @@ mod metadata;
 mod observe;
 mod read;
 pub mod response;
+mod search;
 mod transaction;
 mod write;
 
@@ -40,6 +41,16 @@ pub struct HttpSettings {
     pub max_resource_bytes: usize,
     pub max_bundle_entries: usize,
     pub read_your_writes_timeout: Duration,
+    pub search: SearchSettings,
+}
+
+/// Search limits and the key that seals paging cursors.
+#[derive(Debug, Clone)]
+pub struct SearchSettings {
+    pub default_count: u32,
+    pub max_count: u32,
+    pub max_included: u32,
+    pub cursor_key: query::search::CursorKey,
 }
 
 /// What tenant deletion needs beyond the write side: the read models (to
@@ -101,11 +112,14 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
     let authenticated = Router::new()
-        .route("/fhir/{tenant}", axum::routing::post(transaction::bundle))
-        .route("/fhir/{tenant}/", axum::routing::post(transaction::bundle))
+        .route("/fhir/{tenant}", get(search::system_get).post(transaction::bundle))
+        .route("/fhir/{tenant}/", get(search::system_get).post(transaction::bundle))
+        .route("/fhir/{tenant}/_search", axum::routing::post(search::system_post))
+        .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(
             "/fhir/{tenant}/{rtype}",
-            axum::routing::post(write::create)
+            get(search::type_get)
+                .post(write::create)
                 .put(transaction::conditional_update)
                 .delete(transaction::conditional_delete),
         )

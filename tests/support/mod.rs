@@ -130,6 +130,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         projector_batch: 500,
         db_pool_size: 8,
         ready_max_lag_events: 10_000,
+        search: Default::default(),
         auth: fhirstream::config::AuthArgs { auth_disabled: true, ..Default::default() },
     }
 }

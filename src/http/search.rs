@@ -1,0 +1,274 @@
+//! Search endpoints: type level (`GET /{type}`, `POST /{type}/_search`) and
+//! system level (`GET /`, `POST /_search` with `_type`), answered with
+//! `searchset` Bundles whose paging links carry sealed cursors.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::Value;
+
+use query::search::{self, Hit, SearchOptions, SearchPage, SearchRequest, Summary};
+use schemas::ResourceType;
+use schemas::scope::Interaction;
+
+use super::auth::Caller;
+use super::extract::{InTenant, LimitedBody, TypeTarget};
+use super::response::fhir_json;
+use super::{ApiError, SharedState};
+
+/// `GET /fhir/{tenant}/{type}?...`
+pub(super) async fn type_get(
+    State(state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(uri.query().unwrap_or_default().as_bytes());
+    type_search(&state, &target, &caller, &headers, pairs).await
+}
+
+/// `POST /fhir/{tenant}/{type}/_search` with a form-encoded body.
+pub(super) async fn type_post(
+    State(state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    let pairs = form_pairs(&headers, &uri, &body)?;
+    type_search(&state, &target, &caller, &headers, pairs).await
+}
+
+/// `GET /fhir/{tenant}?_type=...`
+pub(super) async fn system_get(
+    State(state): State<SharedState>,
+    t: InTenant,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(uri.query().unwrap_or_default().as_bytes());
+    system_search(&state, &t, &caller, &headers, pairs).await
+}
+
+/// `POST /fhir/{tenant}/_search` with a form-encoded body.
+pub(super) async fn system_post(
+    State(state): State<SharedState>,
+    t: InTenant,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    let pairs = form_pairs(&headers, &uri, &body)?;
+    system_search(&state, &t, &caller, &headers, pairs).await
+}
+
+pub(super) fn query_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw).into_owned().collect()
+}
+
+/// The URL's parameters followed by the form body's.
+fn form_pairs(headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !body.is_empty() && !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(
+            "_search takes its parameters as application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut pairs = query_pairs(uri.query().unwrap_or_default().as_bytes());
+    pairs.extend(query_pairs(body));
+    Ok(pairs)
+}
+
+/// `Prefer: handling=strict`.
+fn strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
+}
+
+async fn type_search(
+    state: &SharedState,
+    target: &TypeTarget,
+    caller: &Caller,
+    headers: &HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(target.rt, Interaction::Search)?;
+    let path = format!("{}", target.rt);
+    run(state, &target.t, caller, headers, (vec![target.rt], Vec::new()), pairs, &path).await
+}
+
+async fn system_search(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    headers: &HeaderMap,
+    mut pairs: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let mut named: Vec<ResourceType> = Vec::new();
+    let mut type_params = Vec::new();
+    pairs.retain(|(k, v)| {
+        if k == "_type" {
+            type_params.push(v.clone());
+            false
+        } else {
+            true
+        }
+    });
+    for v in &type_params {
+        for name in v.split(',').filter(|n| !n.is_empty()) {
+            let rt = ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?;
+            caller.require(rt, Interaction::Search)?;
+            named.push(rt);
+        }
+    }
+    let readable = |rt: &ResourceType| t.state.config.allows(rt.as_str()) && caller.allows(*rt, Interaction::Search);
+    let types: Vec<ResourceType> = if named.is_empty() {
+        let all: Vec<ResourceType> = ResourceType::all().filter(readable).collect();
+        if all.is_empty() {
+            return Err(ApiError::Forbidden("the token's scopes allow no search in this tenant".into()));
+        }
+        // Every type readable: no type filter at all.
+        if all.len() == ResourceType::all().count() { Vec::new() } else { all }
+    } else {
+        named.retain(readable);
+        named
+    };
+    // `_type` stays in the links and in what a cursor is bound to.
+    let type_pairs = type_params.iter().map(|v| ("_type".to_string(), v.clone())).collect::<Vec<_>>();
+    run(state, t, caller, headers, (types, type_pairs), pairs, "").await
+}
+
+async fn run(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    headers: &HeaderMap,
+    (types, type_pairs): (Vec<ResourceType>, Vec<(String, String)>),
+    pairs: Vec<(String, String)>,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
+    let mut req = search::parse(types, &pairs, &cx)?;
+    // `_type` is the scope of a system search, already applied.
+    req.canonical.splice(0..0, type_pairs);
+    let s = &state.settings.search;
+    let opts = SearchOptions {
+        default_count: s.default_count,
+        max_count: s.max_count,
+        max_included: s.max_included,
+        key: &s.cursor_key,
+        caller: &caller.actor.sub,
+    };
+    let page = state.queries()?.search(&t.tenant, &req, &opts).await?;
+    let url = if path.is_empty() { base.clone() } else { format!("{base}/{path}") };
+    let bundle = searchset(&state.settings.base_url, t, caller, &req, page, &url)?;
+    let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+fn link(url: &str, canonical: &[(String, String)], extra: &[(&str, &str)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in canonical {
+        q.append_pair(k, v);
+    }
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() { url.to_string() } else { format!("{url}?{q}") }
+}
+
+fn searchset(
+    server: &str,
+    t: &InTenant,
+    caller: &Caller,
+    req: &SearchRequest,
+    page: SearchPage,
+    url: &str,
+) -> Result<Value, ApiError> {
+    let count = page.count.to_string();
+    let mut links = Vec::new();
+    let mut self_extra = vec![("_count", count.as_str())];
+    if let Some(c) = &req.cursor {
+        self_extra.push(("_cursor", c));
+    }
+    let canonical: Vec<(String, String)> = req.canonical.iter().filter(|(k, _)| k != "_count").cloned().collect();
+    links.push(serde_json::json!({"relation": "self", "url": link(url, &canonical, &self_extra)}));
+    if let Some(c) = &page.next {
+        let next = link(url, &canonical, &[("_count", &count), ("_cursor", c)]);
+        links.push(serde_json::json!({"relation": "next", "url": next}));
+    }
+    if let Some(c) = &page.previous {
+        let prev = link(url, &canonical, &[("_count", &count), ("_cursor", c)]);
+        links.push(serde_json::json!({"relation": "previous", "url": prev}));
+    }
+    let full_url = |h: &Hit| format!("{server}/fhir/{}/{}/{}", t.tenant, h.resource_type, h.id);
+    let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
+    for h in &page.matches {
+        let resource = shape(&h.resource, req)?;
+        entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "match"}}));
+    }
+    for h in &page.included {
+        // Included resources of types the token may not read stay out.
+        let readable = ResourceType::parse(&h.resource_type).is_ok_and(|rt| caller.allows(rt, Interaction::Read));
+        if !readable {
+            continue;
+        }
+        let resource: Value = serde_json::from_str(&h.resource).map_err(|e| ApiError::Internal(e.into()))?;
+        entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "include"}}));
+    }
+    let mut bundle = serde_json::json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = total.into();
+    }
+    bundle["link"] = links.into();
+    if !entries.is_empty() {
+        bundle["entry"] = entries.into();
+    }
+    Ok(bundle)
+}
+
+/// Applies `_elements` and `_summary` to a match.
+fn shape(raw: &str, req: &SearchRequest) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_str(raw).map_err(|e| ApiError::Internal(e.into()))?;
+    let keep: Option<Vec<&str>> = match (&req.elements, req.summary) {
+        (Some(names), _) => Some(names.iter().map(String::as_str).collect()),
+        (None, Summary::Text) => Some(vec!["text"]),
+        _ => None,
+    };
+    let Some(obj) = v.as_object_mut() else { return Ok(v) };
+    let mut subsetted = false;
+    if let Some(keep) = keep {
+        let before = obj.len();
+        obj.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(&k.as_str()));
+        subsetted = obj.len() != before;
+    } else if req.summary == Summary::Data {
+        subsetted = obj.remove("text").is_some();
+    }
+    if subsetted {
+        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            let tags = meta.entry("tag").or_insert_with(|| serde_json::json!([]));
+            if let Some(tags) = tags.as_array_mut() {
+                tags.push(serde_json::json!({
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                    "code": "SUBSETTED",
+                    "display": "subsetted"
+                }));
+            }
+        }
+    }
+    Ok(v)
+}
