@@ -260,6 +260,13 @@ async fn every_way_to_read_another_tenants_events_is_refused() {
     let list = json!({"filter_subjects": ["fhir.a.>", "fhir.b.>"]});
     assert_eq!(a.js_error(pinned, create_body("a_analytics", list.clone())).await, 10137, "filter_subjects");
 
+    // The suffix form of direct get is allowed but takes no body, so a
+    // sequence number (2 is b's first event) cannot reach b's events.
+    let by_seq = Bytes::from(json!({"seq": 2}).to_string());
+    let res = a.nats.request("$JS.API.DIRECT.GET.FHIR.fhir.a.Patient.p1", by_seq).await.unwrap();
+    assert_eq!(res.status.map(|s| s.as_u16()), Some(408), "a body is a bad request");
+    assert!(res.payload.is_empty());
+
     let direct_body = json!({"seq": 2});
     let refused: Vec<(&str, Value)> = vec![
         // Consumers on b's subjects, on everything, without a filter, with a list.
