@@ -26,6 +26,48 @@ pub enum Command {
     Token(TokenArgs),
     /// Load transaction/batch Bundles and NDJSON files (plain or gzipped).
     Import(ImportArgs),
+    /// Print nats-server users that let each tenant's analytics client read
+    /// its own events and nothing else.
+    NatsAuth(NatsAuthArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["tenants", "all_tenants"])))]
+pub struct NatsAuthArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Tenant to create an analytics user for (repeat for several).
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    /// Every tenant of the tenant registry (read from NATS at --nats-url).
+    #[arg(long)]
+    pub all_tenants: bool,
+    /// Consumer a tenant may use, named `{tenant}_{NAME}` on the stream
+    /// (a-z, A-Z, 0-9, '-'; repeat for several).
+    #[arg(
+        long = "consumer",
+        env = "FHIRSTREAM_NATS_AUTH_CONSUMERS",
+        value_delimiter = ',',
+        default_value = "analytics"
+    )]
+    pub consumers: Vec<String>,
+    /// Let tenants read the shared space (`fhir.shared.>`) too.
+    #[arg(long, env = "FHIRSTREAM_NATS_AUTH_SHARED")]
+    pub shared: bool,
+    /// File of `USER PASSWORD` lines: users listed keep their password, new
+    /// users get a random one appended (mode 0600). Without it, new
+    /// passwords are printed on stderr.
+    #[arg(long, env = "FHIRSTREAM_NATS_AUTH_PASSWORDS")]
+    pub passwords: Option<std::path::PathBuf>,
+    /// Name of fhirstream's own user, which may do everything.
+    #[arg(long, default_value = "fhirstream")]
+    pub fhirstream_user: String,
+    /// Leave fhirstream's own user out (the server configuration has one).
+    #[arg(long)]
+    pub no_fhirstream_user: bool,
+    /// bcrypt cost of the password hashes in the output.
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
 }
 
 #[derive(Debug, Args)]

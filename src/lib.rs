@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod import;
+pub mod natsauth;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;

@@ -17,5 +17,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenants(t) => cli::tenants(t).await,
         Command::Token(t) => cli::token(t),
         Command::Import(args) => fhirstream::import::run(args).await,
+        Command::NatsAuth(args) => fhirstream::natsauth::run(args).await,
     }
 }

@@ -159,19 +159,37 @@ impl App {
 }
 
 /// Connects to NATS and refuses servers older than [`MIN_NATS_VERSION`].
+/// A user and password in the URL (`nats://fhirstream:PASSWORD@host:4222`,
+/// as `fhirstream nats-auth` generates them) are used to log in: async-nats
+/// parses but does not send them by itself.
 pub async fn connect_nats(conn: &ConnArgs) -> anyhow::Result<async_nats::Client> {
-    let client = async_nats::ConnectOptions::new()
+    let shown = redact(&conn.nats_url);
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = url_credentials(&conn.nats_url) {
+        options = options.user_and_password(user, password);
+    }
+    let client = options
         .name("fhirstream")
         .connection_timeout(Duration::from_secs(5))
         .connect(&conn.nats_url)
         .await
-        .with_context(|| format!("connect to NATS at {}", conn.nats_url))?;
+        .with_context(|| format!("connect to NATS at {shown}"))?;
     let version = client.server_info().version;
     check_nats_version(&version)?;
     if !client.server_info().jetstream {
-        anyhow::bail!("the NATS server at {} has JetStream disabled; start it with -js", conn.nats_url);
+        anyhow::bail!("the NATS server at {shown} has JetStream disabled; start it with -js");
     }
     Ok(client)
+}
+
+/// The user and password in a URL, percent-decoded.
+fn url_credentials(url: &str) -> Option<(String, String)> {
+    let url = url::Url::parse(url).ok()?;
+    if url.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some((decode(url.username()), decode(url.password().unwrap_or_default())))
 }
 
 /// Room an event's envelope and headers take beside the resource body.
@@ -277,5 +295,12 @@ mod tests {
     fn passwords_are_redacted_from_database_urls() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("nats://fhirstream:secret@127.0.0.1:4222"), "nats://fhirstream:***@127.0.0.1:4222");
+    }
+
+    #[test]
+    fn nats_credentials_come_from_the_url_decoded() {
+        assert_eq!(url_credentials("nats://fhirstream:p%40ss@h:4222"), Some(("fhirstream".into(), "p@ss".into())));
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
     }
 }

@@ -39,27 +39,58 @@ pub struct TestNats {
     pub port: u16,
     pub url: String,
     dir: tempfile::TempDir,
+    /// The configuration file, when started from one.
+    config: Option<std::path::PathBuf>,
 }
 
 impl TestNats {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for JetStream");
         let port = free_port();
-        let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir };
+        let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir, config: None };
         nats.restart();
         nats
+    }
+
+    /// Starts from a configuration file holding `body` (for example an
+    /// `include` of generated users) plus the port and the JetStream store;
+    /// `files` are written next to it first, so `include ./name` finds them.
+    pub fn start_with_config(files: &[(&str, &str)], body: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for JetStream");
+        let port = free_port();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write a file beside the NATS config");
+        }
+        let store = dir.path().join("jetstream");
+        let config = dir.path().join("server.conf");
+        let text = format!("listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\n{body}\n");
+        std::fs::write(&config, text).expect("write the NATS config");
+        let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir, config: Some(config) };
+        nats.restart();
+        nats
+    }
+
+    /// The directory of the store (and of the configuration, if any).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Makes a server started from a configuration file read it again.
+    pub fn reload(&self) {
+        let pid = self.child.as_ref().expect("a running nats-server").id();
+        let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP {pid}");
     }
 
     /// Starts (again) on the same port and store.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
+        let mut command = Command::new(nats_server_bin());
+        match &self.config {
+            Some(config) => command.arg("-c").arg(config),
+            None => command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.dir.path()),
+        };
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start nats-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
