@@ -119,3 +119,9 @@ pub async fn set_checkpoint(pool: &PgPool, projector: &str, seq: u64) -> Result<
         .await?;
     Ok(())
 }
+
+/// Refreshes the planner's statistics of the read models (every partition).
+pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("analyze resources, resource_versions, search_values").execute(pool).await?;
+    Ok(())
+}

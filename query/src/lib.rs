@@ -5,6 +5,7 @@
 //! tenant is also the leading column of every key, so a query touches one
 //! partition and one index range, whatever other tenants hold.
 
+pub mod history;
 pub mod read;
 pub mod search;
 
@@ -25,6 +26,10 @@ impl From<sqlx::Error> for QueryError {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::Unavailable(e.to_string())
+            }
+            // statement_timeout: the query was cancelled, the database is fine.
+            sqlx::Error::Database(ref d) if d.code().as_deref() == Some("57014") => {
+                Self::Unavailable("the query took too long and was cancelled".into())
             }
             e => Self::Internal(anyhow::Error::new(e).context("query the read model")),
         }

@@ -6,6 +6,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use schemas::r4::FHIR_VERSION;
+use schemas::search::{self, ParamKind};
 use schemas::{ResourceType, TenantConfig, TenantId};
 
 use super::response::fhir_json;
@@ -33,27 +34,22 @@ pub(super) async fn capability_statement(
     let reads = state.queries.is_some();
     let mut interactions = Vec::new();
     if reads {
-        interactions.extend(["read", "vread", "history-instance"]);
+        interactions.extend(["read", "vread", "history-instance", "history-type", "search-type"]);
     }
     if writes {
-        interactions.extend(["create", "update", "delete"]);
+        interactions.extend(["create", "update", "patch", "delete"]);
     }
     let interactions: Vec<Value> = interactions.into_iter().map(|code| json!({ "code": code })).collect();
-    let resources: Vec<Value> = ResourceType::all()
-        .filter(|rt| config.allows(rt.as_str()))
-        .map(|rt| {
-            json!({
-                "type": rt.as_str(),
-                "interaction": interactions,
-                "versioning": "versioned-update",
-                "readHistory": true,
-                "updateCreate": true,
-                "conditionalCreate": false,
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
-            })
-        })
-        .collect();
+    let allowed: Vec<ResourceType> = ResourceType::all().filter(|rt| config.allows(rt.as_str())).collect();
+    let resources: Vec<Value> = allowed.iter().map(|rt| resource_entry(*rt, &allowed, &interactions, reads)).collect();
+    let mut system = Vec::new();
+    if writes {
+        system.extend(["transaction", "batch"]);
+    }
+    if reads {
+        system.extend(["search-system", "history-system"]);
+    }
+    let system: Vec<Value> = system.into_iter().map(|code| json!({ "code": code })).collect();
     let statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -68,9 +64,68 @@ pub(super) async fn capability_statement(
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search, transactions, batches and conditional operations are not implemented yet.",
+            "documentation": DOCUMENTATION,
             "resource": resources,
+            "interaction": system,
+            "searchParam": common_params(),
         }],
     });
     Ok(fhir_json(StatusCode::OK, statement.to_string()))
+}
+
+const DOCUMENTATION: &str = "Search supports every R4 search parameter of type string, token, date, reference, \
+number, quantity and uri, with the modifiers :missing, :exact, :contains, :not, :text, :[Type], :below and :above; \
+chains and _has one level deep; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
+_summary (count, text, data, false) and _elements. Not supported: composite and special parameters (each \
+resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
+token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
+match on identifier only.";
+
+fn common_params() -> Vec<Value> {
+    let Some(any) = ResourceType::all().next() else { return Vec::new() };
+    search::params(any)
+        .iter()
+        .filter(|p| p.name.starts_with('_'))
+        .map(|p| json!({ "name": p.name, "definition": p.url, "type": p.kind.as_str() }))
+        .collect()
+}
+
+/// One type's entry: its interactions, parameters, includes and the
+/// official parameters it does not support.
+fn resource_entry(rt: ResourceType, allowed: &[ResourceType], interactions: &[Value], reads: bool) -> Value {
+    let mut entry = json!({
+        "type": rt.as_str(),
+        "interaction": interactions,
+        "versioning": "versioned-update",
+        "readHistory": true,
+        "updateCreate": true,
+        "conditionalCreate": true,
+        "conditionalUpdate": true,
+        "conditionalDelete": "single",
+    });
+    if !reads {
+        return entry;
+    }
+    let params = search::params(rt);
+    entry["searchParam"] =
+        params.iter().map(|p| json!({ "name": p.name, "definition": p.url, "type": p.kind.as_str() })).collect();
+    entry["searchInclude"] = params
+        .iter()
+        .filter(|p| p.kind == ParamKind::Reference)
+        .map(|p| Value::from(format!("{rt}:{}", p.name)))
+        .collect();
+    entry["searchRevInclude"] = allowed
+        .iter()
+        .flat_map(|src| {
+            search::params(*src)
+                .iter()
+                .filter(|p| p.kind == ParamKind::Reference && p.targets.contains(&rt))
+                .map(move |p| Value::from(format!("{src}:{}", p.name)))
+        })
+        .collect();
+    let missing = search::unsupported(rt);
+    if !missing.is_empty() {
+        entry["documentation"] = format!("Search parameters not supported: {}.", missing.join(", ")).into();
+    }
+    entry
 }

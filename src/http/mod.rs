@@ -7,6 +7,7 @@ pub mod auth;
 mod bundle;
 pub mod error;
 mod extract;
+mod history;
 mod metadata;
 mod observe;
 mod read;
@@ -115,6 +116,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}", get(search::system_get).post(transaction::bundle))
         .route("/fhir/{tenant}/", get(search::system_get).post(transaction::bundle))
         .route("/fhir/{tenant}/_search", axum::routing::post(search::system_post))
+        .route("/fhir/{tenant}/_history", get(history::system_history))
+        .route("/fhir/{tenant}/{rtype}/_history", get(history::type_history))
         .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(
             "/fhir/{tenant}/{rtype}",

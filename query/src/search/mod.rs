@@ -22,6 +22,9 @@ pub use parse::{Context, parse};
 pub use request::{Include, SearchRequest, Summary, Total};
 use sql::{Arg, Position, Sql};
 
+/// The longest a search statement may run.
+const SEARCH_TIMEOUT_MS: u64 = 30_000;
+
 /// Why a search cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -86,7 +89,10 @@ fn binding(tenant: &TenantId, caller: &str, req: &SearchRequest) -> String {
         b.push_str(t.as_str());
         b.push(',');
     }
-    for (k, v) in &req.canonical {
+    // Order-insensitive: links may list the parameters in another order.
+    let mut canonical: Vec<&(String, String)> = req.canonical.iter().filter(|(k, _)| k != "_count").collect();
+    canonical.sort();
+    for (k, v) in canonical {
         b.push('\n');
         b.push_str(k);
         b.push('=');
@@ -146,6 +152,11 @@ impl Queries {
         }
         let count = req.count.unwrap_or(opts.default_count).min(opts.max_count);
         let mut tx = self.begin(tenant).await?;
+        // A bound on every statement, so no search can pin a connection.
+        sqlx::query("select set_config('statement_timeout', $1, true)")
+            .bind(SEARCH_TIMEOUT_MS.to_string())
+            .execute(&mut *tx)
+            .await?;
         let only_total = req.summary == Summary::Count || count == 0;
         let total = if req.total != Total::None || only_total {
             let row = fetch(&mut tx, sql::count(tenant.as_str(), req)).await?;

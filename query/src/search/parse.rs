@@ -284,20 +284,20 @@ pub(crate) fn split_or(value: &str) -> Vec<String> {
 }
 
 fn split_unescaped(value: &str, sep: char) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut cur = String::new();
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            out.last_mut().map(|s| s.push(c));
-            if let Some(n) = chars.next() {
-                out.last_mut().map(|s| s.push(n));
-            }
+            cur.push(c);
+            cur.extend(chars.next());
         } else if c == sep {
-            out.push(String::new());
+            out.push(std::mem::take(&mut cur));
         } else {
-            out.last_mut().map(|s| s.push(c));
+            cur.push(c);
         }
     }
+    out.push(cur);
     out
 }
 
