@@ -234,6 +234,12 @@ pub fn check_nats_version(version: &str) -> anyhow::Result<()> {
 /// as its rows, so a PostgreSQL crash that loses the last few commits also
 /// loses their checkpoint, and the projector re-applies them from the stream.
 /// Durability is JetStream's job; this saves a WAL flush per batch.
+///
+/// Its statements are always planned for their actual arguments
+/// (`plan_cache_mode = force_custom_plan`): after five executions PostgreSQL
+/// may switch a prepared statement to a generic plan, which cannot prune
+/// partitions by tenant. For the projector's batch statement that turned
+/// ~3,300 events/s into ~100 once the index held a million rows.
 pub async fn connect_pg(conn: &ConnArgs, size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(size.max(2))
@@ -241,6 +247,7 @@ pub async fn connect_pg(conn: &ConnArgs, size: u32) -> anyhow::Result<PgPool> {
         .after_connect(|conn, _| {
             Box::pin(async move {
                 sqlx::Executor::execute(&mut *conn, "set synchronous_commit = off").await?;
+                sqlx::Executor::execute(&mut *conn, "set plan_cache_mode = force_custom_plan").await?;
                 Ok(())
             })
         })

@@ -315,6 +315,9 @@ async fn an_unfiltered_select_through_the_query_role_sees_only_the_transactions_
         let seen: Vec<String> =
             sqlx::query_scalar("select distinct tenant_id from resource_versions").fetch_all(&mut *tx).await.unwrap();
         assert_eq!(seen, vec![t.clone()]);
+        let indexed: Vec<String> =
+            sqlx::query_scalar("select distinct tenant_id from search_values").fetch_all(&mut *tx).await.unwrap();
+        assert_eq!(indexed, vec![t.clone()], "the search index is tenant-scoped too");
         let current: i64 = sqlx::query_scalar("select count(*) from resources").fetch_one(&mut *tx).await.unwrap();
         assert!(current >= 1);
         let writes = sqlx::query("delete from resources").execute(&mut *tx).await;
@@ -389,4 +392,124 @@ async fn hostile_path_segments_never_reach_a_subject() {
         assert!((400..500).contains(&status), "{path}: {status}");
     }
     assert_eq!(app.stream_count("fhir.>").await, before);
+}
+
+async fn search_as(app: &TestApp, tenant: &str, token: &str, path: &str) -> Value {
+    let res = app.http.get(app.fhir(tenant, path)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+async fn put(app: &TestApp, t: &str, body: Value) {
+    let path = format!("{}/{}", body["resourceType"].as_str().unwrap(), body["id"].as_str().unwrap());
+    assert!(app.put(t, &path, &body).await.status().is_success(), "{path}");
+}
+
+/// Tenant a holds a patient `pa` with observations and a condition; tenant b
+/// holds its own patient and an observation that points at `Patient/pa`,
+/// an id that exists only in a. Every search feature, run from b, must
+/// behave as if a did not exist.
+#[tokio::test]
+async fn no_search_feature_reaches_into_another_tenant() {
+    let app = TestApp::spawn_secure().await;
+    let (a, b) = (app.tenant("a").await, app.tenant("b").await);
+    put(&app, &a, json!({"resourceType": "Patient", "id": "pa", "name": [{"family": "Secret"}], "gender": "female"}))
+        .await;
+    put(
+        &app,
+        &a,
+        json!({"resourceType": "Observation", "id": "oa", "status": "final", "code": {"coding": [{"code": "x"}]},
+                   "subject": {"reference": "Patient/pa"}}),
+    )
+    .await;
+    put(
+        &app,
+        &a,
+        json!({"resourceType": "Condition", "id": "ca", "subject": {"reference": "Patient/pa"},
+                   "code": {"coding": [{"code": "y"}]}}),
+    )
+    .await;
+    put(&app, &b, json!({"resourceType": "Patient", "id": "pb", "name": [{"family": "Secret"}], "gender": "male"}))
+        .await;
+    put(
+        &app,
+        &b,
+        json!({"resourceType": "Observation", "id": "ob", "status": "final", "code": {"coding": [{"code": "z"}]},
+                   "subject": {"reference": "Patient/pa"}}),
+    )
+    .await;
+
+    let b_token = token(&[&b], "system/*.read");
+    let ids = |bundle: &Value| -> Vec<String> {
+        bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap())
+            })
+            .collect()
+    };
+    for (query, expected, total) in [
+        ("Patient?family=secret", vec!["Patient/pb"], Some(1)),
+        ("Patient?_summary=count", vec![], Some(1)),
+        ("Patient?_id=pa", vec![], Some(0)),
+        ("Observation?subject=Patient/pa", vec!["Observation/ob"], Some(1)),
+        ("Observation?subject:Patient.family=secret", vec![], Some(0)),
+        ("Observation?subject.gender=female", vec![], Some(0)),
+        ("Observation?_include=Observation:subject", vec!["Observation/ob"], Some(1)),
+        ("Observation?code=x", vec![], Some(0)),
+        ("Patient?_has:Observation:subject:code=x", vec![], Some(0)),
+        ("Patient?_has:Condition:subject:code=y", vec![], Some(0)),
+        ("Patient?_revinclude=Condition:subject&_revinclude=Observation:subject", vec!["Patient/pb"], Some(1)),
+        ("Patient?_sort=family&_count=1", vec!["Patient/pb"], Some(1)),
+        ("?_type=Patient,Observation,Condition", vec!["Observation/ob", "Patient/pb"], Some(2)),
+        ("?_id=pa,oa,ca", vec![], Some(0)),
+        ("_history", vec!["Observation/ob", "Patient/pb"], Some(2)),
+        ("Patient/_history", vec!["Patient/pb"], Some(1)),
+    ] {
+        let bundle = search_as(&app, &b, &b_token, query).await;
+        let mut got = ids(&bundle);
+        got.sort();
+        assert_eq!(got, expected, "{query}");
+        assert_eq!(bundle["total"].as_u64(), total, "{query}: total");
+        let text = bundle.to_string();
+        assert!(!text.contains(&a), "{query}: names tenant a");
+        assert!(!text.contains("\"oa\"") && !text.contains("\"ca\""), "{query}: a's resources");
+    }
+    // An id only a has and an id nobody has give the same answer.
+    let only_a = search_as(&app, &b, &b_token, "Patient?_id=pa").await.to_string().replace("pa", "ID");
+    let nobody = search_as(&app, &b, &b_token, "Patient?_id=zz").await.to_string().replace("zz", "ID");
+    assert_eq!(only_a, nobody);
+    // a's paging cursor is refused in b.
+    let a_token = token(&[&a], "system/*.read");
+    let page: Value = app
+        .http
+        .get(app.fhir(&a, "Observation?_count=1&_include=Observation:subject"))
+        .bearer_auth(&a_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next");
+    assert!(next.is_none(), "a has one observation");
+    put(&app, &a, json!({"resourceType": "Observation", "id": "oa2", "status": "final", "code": {"text": "x"}})).await;
+    let page: Value = app
+        .http
+        .get(app.fhir(&a, "Observation?_count=1"))
+        .bearer_auth(&a_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .replace(&format!("/fhir/{a}/"), &format!("/fhir/{b}/"));
+    let res = app.http.get(next).bearer_auth(&b_token).send().await.unwrap();
+    assert_outcome(res, 400).await;
 }

@@ -42,9 +42,11 @@ $$;
 
 create index search_values_resource on search_values (tenant_id, resource_type, id, param);
 create index search_values_string on search_values (tenant_id, resource_type, param, text_norm text_pattern_ops) where kind = 's';
-create index search_values_token on search_values (tenant_id, resource_type, param, code, system) where kind = 't';
+-- `id` last: a correlated probe ("does this resource have code X?") is then
+-- all equalities on one index, instead of a scan of every resource with X.
+create index search_values_token on search_values (tenant_id, resource_type, param, code, system, id) where kind = 't';
 create index search_values_date on search_values (tenant_id, resource_type, param, lo, hi) where kind = 'd';
-create index search_values_reference on search_values (tenant_id, ref_type, ref_id, param) where kind = 'r';
+create index search_values_reference on search_values (tenant_id, ref_type, ref_id, param, resource_type, id) where kind = 'r';
 create index search_values_number on search_values (tenant_id, resource_type, param, num) where kind in ('n', 'q');
 create index search_values_uri on search_values (tenant_id, resource_type, param, text_exact) where kind = 'u';
 

@@ -152,9 +152,14 @@ impl Queries {
         }
         let count = req.count.unwrap_or(opts.default_count).min(opts.max_count);
         let mut tx = self.begin(tenant).await?;
-        // A bound on every statement, so no search can pin a connection.
-        sqlx::query("select set_config('statement_timeout', $1, true)")
-            .bind(SEARCH_TIMEOUT_MS.to_string())
+        // A bound on every statement, so no search can pin a connection;
+        // and plans for the actual values (a generic plan of a prepared
+        // statement cannot prune partitions by tenant or use the values'
+        // selectivity).
+        sqlx::query(
+            "select set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)",
+        )
+        .bind(SEARCH_TIMEOUT_MS.to_string())
             .execute(&mut *tx)
             .await?;
         let only_total = req.summary == Summary::Count || count == 0;
