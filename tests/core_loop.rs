@@ -262,7 +262,47 @@ async fn the_capability_statement_lists_only_what_works() {
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
     let codes: HashSet<&str> =
         patient["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, HashSet::from(["read", "vread", "history-instance", "create", "update", "delete"]));
-    assert!(patient.get("searchParam").is_none(), "no search parameter is implemented yet");
+    assert_eq!(
+        codes,
+        HashSet::from([
+            "read",
+            "vread",
+            "history-instance",
+            "history-type",
+            "search-type",
+            "create",
+            "update",
+            "patch",
+            "delete"
+        ])
+    );
+    let system: HashSet<&str> =
+        cs["rest"][0]["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
+    assert_eq!(system, HashSet::from(["transaction", "batch", "search-system", "history-system"]));
+    // Every parameter listed is accepted under strict handling (truthful),
+    // and the composite ones are named as missing.
+    for rt in ["Patient", "Observation"] {
+        let entry = resources.iter().find(|r| r["type"] == rt).unwrap();
+        let params = entry["searchParam"].as_array().unwrap();
+        assert!(params.len() > 10, "{rt}");
+        for p in params {
+            let name = p["name"].as_str().unwrap();
+            let query = match name {
+                "_id" => "_id=x".to_string(),
+                "_lastUpdated" => "_lastUpdated=gt2000".to_string(),
+                _ => format!("{name}:missing=true"),
+            };
+            let res = app
+                .http
+                .get(app.fhir(&t, &format!("{rt}?{query}")))
+                .header("prefer", "handling=strict")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{rt}?{query}: {}", res.text().await.unwrap());
+        }
+    }
+    let observation = resources.iter().find(|r| r["type"] == "Observation").unwrap();
+    assert!(observation["documentation"].as_str().unwrap().contains("code-value-quantity"));
     assert_outcome(app.get("no-such-tenant", "metadata").await, 404).await;
 }
