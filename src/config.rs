@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (all roles by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage tenants directly on the event stream.
     Tenants(TenantsArgs),
     /// Mint a development token signed with the configured HS256 secret.
@@ -205,6 +205,15 @@ pub struct ServeArgs {
     pub ready_max_lag_events: u64,
     #[command(flatten)]
     pub search: SearchArgs,
+    /// Resource types that may live in the shared space (`/fhir/shared`),
+    /// which tenants read beside their own.
+    #[arg(
+        long,
+        env = "FHIRSTREAM_SHAREABLE_TYPES",
+        value_delimiter = ',',
+        default_value = "Practitioner,PractitionerRole,Organization,Location,HealthcareService,Endpoint,Medication,Substance,CodeSystem,ValueSet,ConceptMap,NamingSystem,StructureDefinition,Questionnaire"
+    )]
+    pub shareable_types: Vec<String>,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&args.log);
     match args.command {
         Command::Serve(cfg) => {
-            let app = startup::App::build(cfg).await?;
+            let app = startup::App::build(*cfg).await?;
             app.run_until_stopped(cli::shutdown_signal()).await
         }
         Command::Tenants(t) => cli::tenants(t).await,

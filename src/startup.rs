@@ -83,6 +83,12 @@ impl App {
             max_lag_events: cfg.ready_max_lag_events,
             metrics,
         };
+        let shareable = cfg
+            .shareable_types
+            .iter()
+            .map(|t| schemas::ResourceType::parse(t.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("read --shareable-types (FHIRSTREAM_SHAREABLE_TYPES)")?;
         let state = Arc::new(AppState {
             settings: HttpSettings {
                 base_url: base_url.clone(),
@@ -99,6 +105,7 @@ impl App {
                         None => CursorKey::random(),
                     },
                 },
+                shareable,
             },
             auth,
             tenants,

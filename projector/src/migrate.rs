@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "tenants and row-level security", include_str!("../migrations/0002_tenants_and_rls.sql")),
     (3, "one-round-trip read functions", include_str!("../migrations/0003_read_functions.sql")),
     (4, "search index", include_str!("../migrations/0004_search_values.sql")),
+    (5, "tenants read the shared space", include_str!("../migrations/0005_shared_reads.sql")),
 ];
 
 /// The read-model migrator.

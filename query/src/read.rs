@@ -70,8 +70,23 @@ impl Queries {
     /// that tenant's rows. The setting is transaction-local, so it can never
     /// outlive the request on a pooled connection.
     pub async fn begin(&self, tenant: &TenantId) -> Result<Transaction<'static, Postgres>, QueryError> {
+        self.begin_reading(tenant, &[]).await
+    }
+
+    /// A transaction of `tenant` that also sees the shared space's rows of
+    /// the `shared` types (the tenant's opt-in), and nothing else.
+    pub async fn begin_reading(
+        &self,
+        tenant: &TenantId,
+        shared: &[ResourceType],
+    ) -> Result<Transaction<'static, Postgres>, QueryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("select set_config('app.tenant', $1, true)").bind(tenant.as_str()).execute(&mut *tx).await?;
+        let types: Vec<&str> = shared.iter().map(|t| t.as_str()).collect();
+        sqlx::query("select set_config('app.tenant', $1, true), set_config('app.shared_types', $2, true)")
+            .bind(tenant.as_str())
+            .bind(types.join(","))
+            .execute(&mut *tx)
+            .await?;
         Ok(tx)
     }
 

@@ -18,6 +18,16 @@ use super::{ApiError, SharedState};
 pub(super) struct InTenant {
     pub(super) tenant: TenantId,
     pub(super) state: TenantState,
+    /// The shared types this tenant reads beside its own (none for the
+    /// shared space itself).
+    pub(super) shared_reads: Vec<ResourceType>,
+}
+
+impl InTenant {
+    /// Whether a resource of `rt` missing here is looked up in `shared`.
+    pub(super) fn reads_shared(&self, rt: ResourceType) -> bool {
+        self.shared_reads.contains(&rt)
+    }
 }
 
 /// `/{tenant}/{type}`.
@@ -54,8 +64,31 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
     // never learn whether a tenant it may not use exists.
     let caller = Caller::from_request_parts(parts, state).await?;
     caller.require_tenant(&tenant)?;
+    let shareable = &state.settings.shareable;
+    if tenant.is_shared() {
+        // The shared space exists in every deployment and holds only the
+        // shareable types.
+        let config = schemas::TenantConfig {
+            allowed_types: Some(shareable.iter().map(|t| t.as_str().to_string()).collect()),
+            ..Default::default()
+        };
+        let state = TenantState {
+            id: tenant.clone(),
+            name: "shared".into(),
+            config,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            seq: 0,
+        };
+        return Ok((InTenant { tenant, state, shared_reads: Vec::new() }, params));
+    }
     let state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
-    Ok((InTenant { tenant, state }, params))
+    let shared_reads = shareable
+        .iter()
+        .copied()
+        .filter(|rt| state.config.allows(rt.as_str()))
+        .filter(|rt| state.config.shared_reads.as_ref().is_none_or(|only| only.iter().any(|t| t == rt.as_str())))
+        .collect();
+    Ok((InTenant { tenant, state, shared_reads }, params))
 }
 
 fn resource_type(t: &InTenant, params: &HashMap<String, String>) -> Result<ResourceType, ApiError> {

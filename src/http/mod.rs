@@ -13,6 +13,7 @@ mod observe;
 mod read;
 pub mod response;
 mod search;
+mod sharing;
 mod transaction;
 mod write;
 
@@ -43,6 +44,8 @@ pub struct HttpSettings {
     pub max_bundle_entries: usize,
     pub read_your_writes_timeout: Duration,
     pub search: SearchSettings,
+    /// Types that may live in the shared space.
+    pub shareable: Vec<schemas::ResourceType>,
 }
 
 /// Search limits and the key that seals paging cursors.

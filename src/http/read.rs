@@ -31,8 +31,23 @@ pub(super) async fn read(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Read)?;
-    match state.queries()?.read(&target.t.tenant, target.rt, &target.id).await? {
+    let queries = state.queries()?;
+    let mut found = queries.read(&target.t.tenant, target.rt, &target.id).await?;
+    let mut shared = false;
+    if found.is_none() && target.t.reads_shared(target.rt) {
+        found = queries.read(&schemas::TenantId::shared(), target.rt, &target.id).await?;
+        shared = true;
+    }
+    match found {
         None => Err(not_found(&target)),
+        // A deletion in the shared space is not the tenant's to report.
+        Some(ReadResult::Deleted(_)) if shared => Err(not_found(&target)),
+        Some(ReadResult::Live(mut v)) if shared => {
+            v.resource = v.resource.as_deref().map(super::sharing::tagged).transpose()?;
+            let mut res = fhir_json(StatusCode::OK, v.resource.unwrap_or_default());
+            version_headers(res.headers_mut(), v.version, &v.last_updated);
+            Ok(res)
+        }
         Some(ReadResult::Deleted(v)) => {
             let mut res = ApiError::Gone(format!("{}/{} was deleted", target.rt, target.id)).into_response_with();
             version_headers(res.headers_mut(), v.version, &v.last_updated);
@@ -54,7 +69,16 @@ pub(super) async fn vread(
 ) -> Result<Response, ApiError> {
     let t = &target.i;
     caller.require(t.rt, Interaction::Read)?;
-    let row = state.queries()?.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
+    let queries = state.queries()?;
+    let mut row = queries.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
+    let mut shared = false;
+    if row.is_none() && t.t.reads_shared(t.rt) && queries.read(&t.t.tenant, t.rt, &t.id).await?.is_none() {
+        row = queries.vread(&schemas::TenantId::shared(), t.rt, &t.id, target.vid).await?;
+        shared = true;
+    }
+    if let Some(v) = row.as_mut().filter(|_| shared) {
+        v.resource = v.resource.as_deref().map(super::sharing::tagged).transpose()?;
+    }
     let Some(v) = row else {
         return Err(ApiError::NotFound(format!("version {} of {}/{} is not known", target.vid, t.rt, t.id)));
     };
@@ -88,12 +112,23 @@ pub(super) async fn history(
             .map_err(|_| ApiError::Invalid(format!("_count '{raw}' is not a non-negative integer"), None))?
             .min(MAX_HISTORY_COUNT),
     };
-    let rows = state.queries()?.history(&target.t.tenant, target.rt, &target.id, count).await?;
+    let queries = state.queries()?;
+    // The shared space answers for a resource the tenant does not have.
+    let owner = match queries.read(&target.t.tenant, target.rt, &target.id).await? {
+        None if target.t.reads_shared(target.rt) => schemas::TenantId::shared(),
+        _ => target.t.tenant.clone(),
+    };
+    let mut rows = queries.history(&owner, target.rt, &target.id, count).await?;
+    if owner != target.t.tenant {
+        for v in &mut rows {
+            v.resource = v.resource.as_deref().map(super::sharing::tagged).transpose()?;
+        }
+    }
     // Versions are contiguous from 1, so the newest version is the total;
     // with _count=0 the total needs the newest version all the same.
     let total = match rows.first() {
         Some(newest) => newest.version.get(),
-        None => match state.queries()?.read(&target.t.tenant, target.rt, &target.id).await? {
+        None => match queries.read(&owner, target.rt, &target.id).await? {
             Some(ReadResult::Live(v) | ReadResult::Deleted(v)) => v.version.get(),
             None => return Err(not_found(&target)),
         },

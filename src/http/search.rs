@@ -158,6 +158,7 @@ async fn run(
     let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
     let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
     let mut req = search::parse(types, &pairs, &cx)?;
+    req.shared = t.shared_reads.clone();
     // `_type` is the scope of a system search, already applied.
     req.canonical.splice(0..0, type_pairs);
     let s = &state.settings.search;
@@ -214,7 +215,10 @@ fn searchset(
     let full_url = |h: &Hit| format!("{server}/fhir/{}/{}/{}", t.tenant, h.resource_type, h.id);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
     for h in &page.matches {
-        let resource = shape(&h.resource, req)?;
+        let mut resource = shape(&h.resource, req)?;
+        if h.tenant != t.tenant.as_str() {
+            super::sharing::tag_shared(&mut resource);
+        }
         entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "match"}}));
     }
     for h in &page.included {
@@ -223,7 +227,10 @@ fn searchset(
         if !readable {
             continue;
         }
-        let resource: Value = serde_json::from_str(&h.resource).map_err(|e| ApiError::Internal(e.into()))?;
+        let mut resource: Value = serde_json::from_str(&h.resource).map_err(|e| ApiError::Internal(e.into()))?;
+        if h.tenant != t.tenant.as_str() {
+            super::sharing::tag_shared(&mut resource);
+        }
         entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "include"}}));
     }
     let mut bundle = serde_json::json!({

@@ -345,6 +345,7 @@ pub(super) async fn patch(
         return Err(ApiError::UnsupportedMediaType("PATCH takes application/json-patch+json (JSON Patch)".into()));
     }
     super::write::check_resource_size(&state, body.len())?;
+    super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
     let doc: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry {
@@ -353,7 +354,7 @@ pub(super) async fn patch(
         if_match: if_match(&headers)?,
         ..Entry::new(Method::Patch, target.rt)
     };
-    let t = InTenant { tenant: target.t.tenant.clone(), state: target.t.state.clone() };
+    let t = target.t.clone();
     let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;
     single(&state, &headers, &base(&state, &t.tenant), outcome).await
 }

@@ -45,6 +45,8 @@ pub(super) async fn update(
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Update)?;
+    super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
+    super::sharing::refuse_claimed_id(&state, &target.t, target.rt, &target.id).await?;
     check_resource_size(&state, body.len())?;
     let if_match = if_match(&headers)?;
     let written = state
@@ -67,6 +69,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Delete)?;
+    super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
     let if_match = if_match(&headers)?;
     let written = state.commands()?.delete(&target.t.tenant, &caller.actor, target.rt, target.id, if_match).await?;
     let mut res = fhir_json(StatusCode::NO_CONTENT, "");

@@ -162,6 +162,9 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         db_pool_size: 8,
         ready_max_lag_events: 10_000,
         search: Default::default(),
+        shareable_types: ["Practitioner", "PractitionerRole", "Organization", "Location", "Medication"]
+            .map(String::from)
+            .to_vec(),
         auth: fhirstream::config::AuthArgs { auth_disabled: true, ..Default::default() },
     }
 }

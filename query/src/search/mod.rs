@@ -62,6 +62,8 @@ pub struct SearchOptions<'a> {
 /// A resource in a search result.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The tenant the resource lives in: the searching one or `shared`.
+    pub tenant: String,
     pub resource_type: String,
     pub id: String,
     pub version: i64,
@@ -123,6 +125,7 @@ async fn fetch(tx: &mut Transaction<'static, Postgres>, sql: Sql) -> Result<Vec<
 
 fn hit(row: &sqlx::postgres::PgRow) -> Result<Hit, SearchError> {
     Ok(Hit {
+        tenant: row.try_get("tenant_id")?,
         resource_type: row.try_get("resource_type")?,
         id: row.try_get("id")?,
         version: row.try_get("version")?,
@@ -151,7 +154,7 @@ impl Queries {
             return Err(SearchError::BadCursor);
         }
         let count = req.count.unwrap_or(opts.default_count).min(opts.max_count);
-        let mut tx = self.begin(tenant).await?;
+        let mut tx = self.begin_reading(tenant, &req.shared).await?;
         // A bound on every statement, so no search can pin a connection;
         // and plans for the actual values (a generic plan of a prepared
         // statement cannot prune partitions by tenant or use the values'
@@ -212,8 +215,8 @@ impl Queries {
         if req.includes.is_empty() && req.revincludes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut seen: HashSet<(String, String)> =
-            matches.iter().map(|h| (h.resource_type.clone(), h.id.clone())).collect();
+        let mut seen: HashSet<(String, String, String)> =
+            matches.iter().map(|h| (h.tenant.clone(), h.resource_type.clone(), h.id.clone())).collect();
         let mut added: Vec<Hit> = Vec::new();
         let mut frontier: Vec<Hit> = matches.to_vec();
         for round in 0..2 {
@@ -222,27 +225,30 @@ impl Queries {
                 list.iter().filter(|i| round == 0 || i.iterate).cloned().collect()
             };
             for inc in specs(&req.includes) {
-                let ids: Vec<String> =
-                    frontier.iter().filter(|h| h.resource_type == inc.source.as_str()).map(|h| h.id.clone()).collect();
+                let ids: Vec<(String, String)> = frontier
+                    .iter()
+                    .filter(|h| h.resource_type == inc.source.as_str())
+                    .map(|h| (h.tenant.clone(), h.id.clone()))
+                    .collect();
                 let room = i64::from(max) - (added.len() + found.len()) as i64;
                 if ids.is_empty() || room <= 0 {
                     continue;
                 }
-                found.extend(fetch(tx, sql::include(tenant.as_str(), &inc, &ids, room)).await?);
+                found.extend(fetch(tx, sql::include(tenant.as_str(), &req.shared, &inc, &ids, room)).await?);
             }
             for inc in specs(&req.revincludes) {
-                let targets: Vec<(String, String)> =
-                    frontier.iter().map(|h| (h.resource_type.clone(), h.id.clone())).collect();
+                let targets: Vec<(String, String, String)> =
+                    frontier.iter().map(|h| (h.tenant.clone(), h.resource_type.clone(), h.id.clone())).collect();
                 let room = i64::from(max) - (added.len() + found.len()) as i64;
                 if targets.is_empty() || room <= 0 {
                     continue;
                 }
-                found.extend(fetch(tx, sql::revinclude(tenant.as_str(), &inc, &targets, room)).await?);
+                found.extend(fetch(tx, sql::revinclude(tenant.as_str(), &req.shared, &inc, &targets, room)).await?);
             }
             frontier.clear();
             for row in &found {
                 let h = hit(row)?;
-                if seen.insert((h.resource_type.clone(), h.id.clone())) {
+                if seen.insert((h.tenant.clone(), h.resource_type.clone(), h.id.clone())) {
                     frontier.push(h.clone());
                     added.push(h);
                 }

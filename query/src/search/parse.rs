@@ -36,6 +36,7 @@ pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context)
         cursor: None,
         canonical: Vec::new(),
         ignored: Vec::new(),
+        shared: Vec::new(),
     };
     for (key, value) in pairs {
         if parse_one(&mut req, key, value, cx)? {

@@ -29,6 +29,9 @@ pub struct SearchRequest {
     pub canonical: Vec<(String, String)>,
     /// Parameters that were not understood and were ignored.
     pub ignored: Vec<String>,
+    /// Types the tenant reads from the shared space: their shared
+    /// resources match, resolve references and are included like its own.
+    pub shared: Vec<ResourceType>,
 }
 
 /// One condition on a resource.

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
+use schemas::ResourceType;
 use schemas::search::ParamKind;
 
 use super::request::*;
@@ -27,11 +28,57 @@ pub struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
     aliases: usize,
+    /// The placeholder of the shared types the tenant reads, if any.
+    shared: Option<String>,
 }
 
 impl Sql {
     pub fn new(tenant: &str) -> Self {
-        Self { text: String::new(), args: vec![Arg::Text(tenant.to_string())], aliases: 0 }
+        Self { text: String::new(), args: vec![Arg::Text(tenant.to_string())], aliases: 0, shared: None }
+    }
+
+    /// A statement for a tenant that also reads `shared` types from the
+    /// shared space.
+    pub fn reading(tenant: &str, shared: &[ResourceType]) -> Self {
+        let mut sql = Self::new(tenant);
+        if !shared.is_empty() {
+            let p = sql.arg(Arg::Texts(shared.iter().map(|t| t.as_str().to_string()).collect()));
+            sql.shared = Some(p);
+        }
+        sql
+    }
+
+    /// Rows of resource alias `r` the tenant may see: its own, and the
+    /// shared ones of the types it reads.
+    fn visible(&self, r: &str) -> String {
+        match &self.shared {
+            None => format!("{r}.tenant_id = $1"),
+            Some(s) => {
+                format!("({r}.tenant_id = $1 or ({r}.tenant_id = 'shared' and {r}.resource_type = any({s}::text[])))")
+            }
+        }
+    }
+
+    /// Where a reference held by a row of tenant `from` resolves, for the
+    /// target alias `r`: in the same tenant, or, from a tenant (never from
+    /// the shared space), in the shared space for the types it reads.
+    fn resolves(&self, r: &str, from: &str) -> String {
+        match &self.shared {
+            None => format!("{r}.tenant_id = {from}"),
+            Some(s) => format!(
+                "({r}.tenant_id = {from} or ({from} <> 'shared' and {r}.tenant_id = 'shared' \
+                 and {r}.resource_type = any({s}::text[])))"
+            ),
+        }
+    }
+
+    /// Which tenants' rows may point at a resource of tenant `at`: its own,
+    /// and when `at` is the shared space, the searching tenant's.
+    fn referrers(&self, v: &str, at: &str) -> String {
+        match &self.shared {
+            None => format!("{v}.tenant_id = {at}"),
+            Some(_) => format!("({v}.tenant_id = {at} or ({at} = 'shared' and {v}.tenant_id = $1))"),
+        }
     }
 
     /// Binds an argument and returns its placeholder.
@@ -139,11 +186,14 @@ pub fn clause(sql: &mut Sql, c: &Clause, at: &Alias) -> String {
             let t = sql.arg(Arg::Texts(targets.iter().map(|t| t.as_str().to_string()).collect()));
             let inner = clause(sql, inner, &Alias::resource(&r));
             format!(
-                "exists (select 1 from search_values {v} join resources {r} on {r}.tenant_id = {v}.tenant_id \
+                "exists (select 1 from search_values {v} join resources {r} on {} \
                  and {r}.resource_type = {v}.ref_type and {r}.id = {v}.ref_id and not {r}.deleted \
                  where {v}.tenant_id = {} and {v}.resource_type = {} and {v}.id = {} and {v}.param = {p} \
                  and {v}.kind = 'r' and {v}.ref_type = any({t}::text[]) and {inner})",
-                at.tenant, at.rtype, at.id
+                sql.resolves(&r, &format!("{v}.tenant_id")),
+                at.tenant,
+                at.rtype,
+                at.id
             )
         }
         Clause::Has { source, name, inner } => {
@@ -155,9 +205,11 @@ pub fn clause(sql: &mut Sql, c: &Clause, at: &Alias) -> String {
             format!(
                 "exists (select 1 from search_values {v} join resources {r} on {r}.tenant_id = {v}.tenant_id \
                  and {r}.resource_type = {v}.resource_type and {r}.id = {v}.id and not {r}.deleted \
-                 where {v}.tenant_id = {} and {v}.kind = 'r' and {v}.resource_type = {s} and {v}.param = {p} \
+                 where {} and {v}.kind = 'r' and {v}.resource_type = {s} and {v}.param = {p} \
                  and {v}.ref_type = {} and {v}.ref_id = {} and {inner})",
-                at.tenant, at.rtype, at.id
+                sql.referrers(&v, &at.tenant),
+                at.rtype,
+                at.id
             )
         }
     }
@@ -304,7 +356,7 @@ pub struct Position {
 
 /// The filter shared by the page and the count: `from resources r where ...`.
 pub fn filter(sql: &mut Sql, req: &SearchRequest) -> String {
-    let mut conds = vec!["r.tenant_id = $1".to_string(), "not r.deleted".to_string()];
+    let mut conds = vec![sql.visible("r"), "not r.deleted".to_string()];
     if !req.types.is_empty() {
         let t = sql.arg(Arg::Texts(req.types.iter().map(|t| t.as_str().to_string()).collect()));
         conds.push(format!("r.resource_type = any({t}::text[])"));
@@ -318,7 +370,7 @@ pub fn filter(sql: &mut Sql, req: &SearchRequest) -> String {
 
 /// `select count(*)` of the matches.
 pub fn count(tenant: &str, req: &SearchRequest) -> Sql {
-    let mut sql = Sql::new(tenant);
+    let mut sql = Sql::reading(tenant, &req.shared);
     let from = filter(&mut sql, req);
     sql.text = format!("select count(*) {from}");
     sql
@@ -328,7 +380,7 @@ pub fn count(tenant: &str, req: &SearchRequest) -> Sql {
 /// resource, k0..kn` (keys as text), in the requested order, at most
 /// `limit` rows from `after` (reversed when paging backward).
 pub fn page(tenant: &str, req: &SearchRequest, after: Option<&Position>, limit: i64) -> Sql {
-    let mut sql = Sql::new(tenant);
+    let mut sql = Sql::reading(tenant, &req.shared);
     let keys: Vec<String> = req.sort.iter().map(|k| sort_expr(&mut sql, k)).collect();
     let from = filter(&mut sql, req);
     let backward = after.is_some_and(|p| p.backward);
@@ -357,10 +409,10 @@ pub fn page(tenant: &str, req: &SearchRequest, after: Option<&Position>, limit: 
     };
     let l = sql.arg(Arg::Int(limit));
     sql.text = format!(
-        "select s.resource_type, s.id, s.version, s.last_updated{key_text},
-                (select v.resource::text from resource_versions v where v.tenant_id = $1
+        "select s.tenant_id, s.resource_type, s.id, s.version, s.last_updated{key_text},
+                (select v.resource::text from resource_versions v where v.tenant_id = s.tenant_id
                   and v.resource_type = s.resource_type and v.id = s.id and v.version = s.version) as resource
-         from (select r.resource_type, r.id, r.version, r.last_updated{key_cols} {from}) s
+         from (select r.tenant_id, r.resource_type, r.id, r.version, r.last_updated{key_cols} {from}) s
          {keyset}
          order by {}
          limit {l}",
@@ -407,48 +459,60 @@ fn conjunction(equal: &[String], last: &str) -> String {
     format!("({})", parts.join(" and "))
 }
 
-/// Resources that `source` resources among `ids` point at via `param`.
-pub fn include(tenant: &str, inc: &Include, ids: &[String], limit: i64) -> Sql {
-    let mut sql = Sql::new(tenant);
+/// Resources that the `source` resources `sources` (tenant, id) point at
+/// via `param`, resolved as references resolve (own tenant, then shared).
+pub fn include(tenant: &str, shared: &[ResourceType], inc: &Include, sources: &[(String, String)], limit: i64) -> Sql {
+    let mut sql = Sql::reading(tenant, shared);
     let s = sql.text(inc.source.as_str());
     let p = sql.text(inc.param);
-    let i = sql.arg(Arg::Texts(ids.to_vec()));
+    let st = sql.arg(Arg::Texts(sources.iter().map(|x| x.0.clone()).collect()));
+    let si = sql.arg(Arg::Texts(sources.iter().map(|x| x.1.clone()).collect()));
     let target = match inc.target {
         Some(t) => format!("and v.ref_type = {}", sql.text(t.as_str())),
         None => String::new(),
     };
     let l = sql.arg(Arg::Int(limit));
+    let (visible, resolves) = (sql.visible("r"), sql.resolves("r", "v.tenant_id"));
     sql.text = format!(
-        "select distinct r.resource_type, r.id, r.version, r.last_updated,
-                (select rv.resource::text from resource_versions rv where rv.tenant_id = $1
+        "select distinct r.tenant_id, r.resource_type, r.id, r.version, r.last_updated,
+                (select rv.resource::text from resource_versions rv where rv.tenant_id = r.tenant_id
                   and rv.resource_type = r.resource_type and rv.id = r.id and rv.version = r.version) as resource
          from search_values v
-         join resources r on r.tenant_id = v.tenant_id and r.resource_type = v.ref_type and r.id = v.ref_id
-          and not r.deleted
-         where v.tenant_id = $1 and v.kind = 'r' and v.resource_type = {s} and v.param = {p}
-           and v.id = any({i}::text[]) {target}
+         join resources r on {resolves} and r.resource_type = v.ref_type and r.id = v.ref_id
+          and not r.deleted and {visible}
+         where v.kind = 'r' and v.resource_type = {s} and v.param = {p}
+           and (v.tenant_id, v.id) in (select * from unnest({st}::text[], {si}::text[])) {target}
          limit {l}"
     );
     sql
 }
 
-/// `source` resources that point at any of `targets` (type, id) via `param`.
-pub fn revinclude(tenant: &str, inc: &Include, targets: &[(String, String)], limit: i64) -> Sql {
-    let mut sql = Sql::new(tenant);
+/// `source` resources that point at any of `targets` (tenant, type, id)
+/// via `param`: the tenant's own, and shared ones only for shared targets.
+pub fn revinclude(
+    tenant: &str,
+    shared: &[ResourceType],
+    inc: &Include,
+    targets: &[(String, String, String)],
+    limit: i64,
+) -> Sql {
+    let mut sql = Sql::reading(tenant, shared);
     let s = sql.text(inc.source.as_str());
     let p = sql.text(inc.param);
-    let t = sql.arg(Arg::Texts(targets.iter().map(|x| x.0.clone()).collect()));
-    let i = sql.arg(Arg::Texts(targets.iter().map(|x| x.1.clone()).collect()));
+    let tt = sql.arg(Arg::Texts(targets.iter().map(|x| x.0.clone()).collect()));
+    let t = sql.arg(Arg::Texts(targets.iter().map(|x| x.1.clone()).collect()));
+    let i = sql.arg(Arg::Texts(targets.iter().map(|x| x.2.clone()).collect()));
     let l = sql.arg(Arg::Int(limit));
+    let (visible, referrers) = (sql.visible("v"), sql.referrers("v", "x.t"));
     sql.text = format!(
-        "select distinct r.resource_type, r.id, r.version, r.last_updated,
-                (select rv.resource::text from resource_versions rv where rv.tenant_id = $1
+        "select distinct r.tenant_id, r.resource_type, r.id, r.version, r.last_updated,
+                (select rv.resource::text from resource_versions rv where rv.tenant_id = r.tenant_id
                   and rv.resource_type = r.resource_type and rv.id = r.id and rv.version = r.version) as resource
-         from search_values v
+         from unnest({tt}::text[], {t}::text[], {i}::text[]) as x(t, rt, id)
+         join search_values v on {referrers} and v.ref_type = x.rt and v.ref_id = x.id
          join resources r on r.tenant_id = v.tenant_id and r.resource_type = v.resource_type and r.id = v.id
           and not r.deleted
-         where v.tenant_id = $1 and v.kind = 'r' and v.resource_type = {s} and v.param = {p}
-           and (v.ref_type, v.ref_id) in (select * from unnest({t}::text[], {i}::text[]))
+         where {visible} and v.kind = 'r' and v.resource_type = {s} and v.param = {p}
          limit {l}"
     );
     sql

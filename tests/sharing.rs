@@ -1,0 +1,248 @@
+//! The shared space: three clinics read one shared Organization and its
+//! Practitioners beside their own resources, with colliding ids everywhere;
+//! opting out hides shared resources at once; no clinic sees another
+//! through a shared resource; a clinic's base never writes a shared one.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use support::{TestApp, assert_outcome, token};
+
+struct Clinics {
+    app: TestApp,
+    a: String,
+    b: String,
+    c: String,
+}
+
+async fn put_as(app: &TestApp, tok: &str, tenant: &str, body: Value) -> reqwest::Response {
+    let path = format!("{}/{}", body["resourceType"].as_str().unwrap(), body["id"].as_str().unwrap());
+    app.http
+        .put(app.fhir(tenant, &path))
+        .bearer_auth(tok)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_as(app: &TestApp, tok: &str, tenant: &str, path: &str) -> reqwest::Response {
+    app.http.get(app.fhir(tenant, path)).bearer_auth(tok).send().await.unwrap()
+}
+
+/// `shared` holds Organization/hospital and Practitioner/p1, p2; clinic a
+/// has its own Practitioner/own and Encounters pointing at p1; clinic b has
+/// an Encounter pointing at p2 and its own Organization/own; c has nothing.
+async fn clinics() -> Clinics {
+    let app = TestApp::spawn_secure().await;
+    let (a, b, c) = (app.tenant("a").await, app.tenant("b").await, app.tenant("c").await);
+    let writer = token(&["shared"], "system/*.*");
+    for body in [
+        json!({"resourceType": "Organization", "id": "hospital", "name": "General Hospital"}),
+        json!({"resourceType": "Practitioner", "id": "p1", "name": [{"family": "House"}]}),
+        json!({"resourceType": "Practitioner", "id": "p2", "name": [{"family": "Wilson"}]}),
+    ] {
+        let res = put_as(&app, &writer, "shared", body).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    let ta = token(&[&a], "system/*.*");
+    let tb = token(&[&b], "system/*.*");
+    for (tok, t, body) in [
+        (&ta, &a, json!({"resourceType": "Practitioner", "id": "own", "name": [{"family": "Cuddy"}]})),
+        (&ta, &a, json!({"resourceType": "Patient", "id": "pat"})),
+        (
+            &ta,
+            &a,
+            json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"},
+                   "subject": {"reference": "Patient/pat"},
+                   "participant": [{"individual": {"reference": "Practitioner/p1"}}]}),
+        ),
+        (&tb, &b, json!({"resourceType": "Organization", "id": "own", "name": "B's own"})),
+        (
+            &tb,
+            &b,
+            json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"},
+                   "participant": [{"individual": {"reference": "Practitioner/p2"}}]}),
+        ),
+    ] {
+        let res = put_as(&app, tok, t, body).await;
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+    Clinics { app, a, b, c }
+}
+
+fn entries(bundle: &Value) -> BTreeSet<(String, String, bool)> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let r = &e["resource"];
+            let shared = r["meta"]["tag"].as_array().into_iter().flatten().any(|t| t["code"] == "shared");
+            (r["resourceType"].as_str().unwrap().to_string(), r["id"].as_str().unwrap().to_string(), shared)
+        })
+        .collect()
+}
+
+fn e(rt: &str, id: &str, shared: bool) -> (String, String, bool) {
+    (rt.to_string(), id.to_string(), shared)
+}
+
+#[tokio::test]
+async fn clinics_read_and_search_their_own_resources_plus_the_shared_ones_tagged() {
+    let w = clinics().await;
+    let (app, ta) = (&w.app, token(&[&w.a], "system/*.read"));
+
+    let res = get_as(app, &ta, &w.a, "Practitioner/p1").await;
+    assert_eq!(res.status(), 200);
+    let p1: Value = res.json().await.unwrap();
+    assert_eq!(p1["meta"]["tag"][0]["code"], "shared");
+    assert_eq!(get_as(app, &ta, &w.a, "Practitioner/p1/_history/1").await.status(), 200);
+    assert_eq!(get_as(app, &ta, &w.a, "Practitioner/p1/_history").await.status(), 200);
+
+    // One result: own and shared, correctly counted, sorted and paged.
+    let b: Value = get_as(app, &ta, &w.a, "Practitioner?_sort=family").await.json().await.unwrap();
+    assert_eq!(b["total"], 3);
+    let order: Vec<&str> =
+        b["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["own", "p1", "p2"], "Cuddy, House, Wilson");
+    assert_eq!(
+        entries(&b),
+        BTreeSet::from([e("Practitioner", "own", false), e("Practitioner", "p1", true), e("Practitioner", "p2", true)])
+    );
+    let page: Value = get_as(app, &ta, &w.a, "Practitioner?_sort=family&_count=2").await.json().await.unwrap();
+    let next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest: Value = app.http.get(next).bearer_auth(&ta).send().await.unwrap().json().await.unwrap();
+    assert_eq!(entries(&rest), BTreeSet::from([e("Practitioner", "p2", true)]));
+
+    // References into the shared space resolve: include and chain.
+    let b: Value = get_as(app, &ta, &w.a, "Encounter?_include=Encounter:participant").await.json().await.unwrap();
+    assert_eq!(entries(&b), BTreeSet::from([e("Encounter", "e1", false), e("Practitioner", "p1", true)]));
+    let b: Value =
+        get_as(app, &ta, &w.a, "Encounter?participant:Practitioner.family=house").await.json().await.unwrap();
+    assert_eq!(b["total"], 1);
+    // A's own resources that point at a shared one, by _revinclude and _has.
+    let b: Value =
+        get_as(app, &ta, &w.a, "Practitioner?_id=p1&_revinclude=Encounter:participant").await.json().await.unwrap();
+    assert_eq!(entries(&b), BTreeSet::from([e("Practitioner", "p1", true), e("Encounter", "e1", false)]));
+    let b: Value =
+        get_as(app, &ta, &w.a, "Practitioner?_has:Encounter:participant:status=finished").await.json().await.unwrap();
+    assert_eq!(entries(&b), BTreeSet::from([e("Practitioner", "p1", true)]));
+
+    // b sees its own Organization and the shared one, not a's Practitioner.
+    let tb = token(&[&w.b], "system/*.read");
+    let b: Value = get_as(app, &tb, &w.b, "Organization").await.json().await.unwrap();
+    assert_eq!(entries(&b), BTreeSet::from([e("Organization", "hospital", true), e("Organization", "own", false)]));
+    assert_outcome(get_as(app, &tb, &w.b, "Practitioner/own").await, 404).await;
+    let b: Value =
+        get_as(app, &tb, &w.b, "Practitioner?_has:Encounter:participant:status=finished").await.json().await.unwrap();
+    assert_eq!(entries(&b), BTreeSet::from([e("Practitioner", "p2", true)]), "only b's own encounter counts");
+}
+
+#[tokio::test]
+async fn no_clinic_sees_another_through_a_shared_resource() {
+    let w = clinics().await;
+    let app = &w.app;
+    // From the shared space, nobody's references are visible.
+    let ts = token(&["shared"], "system/*.read");
+    let b: Value =
+        get_as(app, &ts, "shared", "Practitioner?_revinclude=Encounter:participant").await.json().await.unwrap();
+    assert_eq!(b["total"], 2);
+    assert!(entries(&b).iter().all(|(rt, _, _)| rt == "Practitioner"), "{b}");
+    let b: Value = get_as(app, &ts, "shared", "Practitioner?_has:Encounter:participant:status=finished")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["total"], 0);
+    // c (no encounters) learns nothing of a's or b's references to p1/p2.
+    let tc = token(&[&w.c], "system/*.read");
+    for q in [
+        "Practitioner?_revinclude=Encounter:participant",
+        "Practitioner?_has:Encounter:participant:status=finished",
+        "Encounter?participant=Practitioner/p1",
+    ] {
+        let b: Value = get_as(app, &tc, &w.c, q).await.json().await.unwrap();
+        let text = b.to_string();
+        assert!(!entries(&b).iter().any(|(rt, _, _)| rt == "Encounter"), "{q}: {text}");
+        assert!(!text.contains(&w.a) && !text.contains(&w.b), "{q}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn opting_out_hides_shared_resources_at_once() {
+    let w = clinics().await;
+    let app = &w.app;
+    let tc = token(&[&w.c], "system/*.read");
+    assert_eq!(get_as(app, &tc, &w.c, "Practitioner/p1").await.status(), 200);
+    let res = app
+        .authed(app.http.put(app.url(&format!("/admin/tenants/{}", w.c))))
+        .json(&json!({"name": "c", "config": {"shared_reads": ["Organization"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_outcome(get_as(app, &tc, &w.c, "Practitioner/p1").await, 404).await;
+    let b: Value = get_as(app, &tc, &w.c, "Practitioner").await.json().await.unwrap();
+    assert_eq!(b["total"], 0);
+    let b: Value = get_as(app, &tc, &w.c, "Organization").await.json().await.unwrap();
+    assert_eq!(b["total"], 1);
+}
+
+#[tokio::test]
+async fn a_clinics_base_never_writes_a_shared_resource() {
+    let w = clinics().await;
+    let app = &w.app;
+    let ta = token(&[&w.a], "system/*.*");
+    let before = app.stream_count("fhir.>").await;
+    // Update, create-with-id (a collision), patch and delete are all refused.
+    let res =
+        put_as(app, &ta, &w.a, json!({"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Evil"}]})).await;
+    let text = assert_outcome(res, 409).await;
+    assert!(text.contains("shared"), "{text}");
+    let res = app.http.delete(app.fhir(&w.a, "Practitioner/p1")).bearer_auth(&ta).send().await.unwrap();
+    assert_outcome(res, 409).await;
+    let res = app
+        .http
+        .patch(app.fhir(&w.a, "Practitioner/p1"))
+        .bearer_auth(&ta)
+        .header("content-type", "application/json-patch+json")
+        .body(r#"[{"op": "replace", "path": "/active", "value": false}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_outcome(res, 409).await;
+    assert_eq!(app.stream_count("fhir.>").await, before, "nothing was written");
+    // A tenant token cannot write the shared space itself; only shareable
+    // types live there.
+    let res = put_as(app, &ta, "shared", json!({"resourceType": "Practitioner", "id": "p9"})).await;
+    assert_outcome(res, 403).await;
+    let writer = token(&["shared"], "system/*.*");
+    let res = put_as(app, &writer, "shared", json!({"resourceType": "Patient", "id": "x"})).await;
+    assert_outcome(res, 404).await;
+    // The other way round: the shared space cannot take an id a reading
+    // clinic already uses.
+    let res = put_as(app, &writer, "shared", json!({"resourceType": "Practitioner", "id": "own"})).await;
+    let text = assert_outcome(res, 409).await;
+    assert!(!text.contains(&w.a), "{text}");
+    // A clinic that opted out of Practitioner may use the id for its own.
+    let res = app
+        .authed(app.http.put(app.url(&format!("/admin/tenants/{}", w.c))))
+        .json(&json!({"name": "c", "config": {"shared_reads": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let tc = token(&[&w.c], "system/*.*");
+    let res =
+        put_as(app, &tc, &w.c, json!({"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Mine"}]})).await;
+    assert_eq!(res.status(), 201);
+}
