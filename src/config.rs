@@ -90,6 +90,13 @@ pub struct ImportArgs {
     /// The projector whose progress to wait for at the end.
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
     pub projector_name: String,
+    /// Resource types to route to the shared space instead of the tenant
+    /// (e.g. `Organization,Practitioner,Location`): each is stored once,
+    /// under an id derived from its first identifier, so the same hospital
+    /// imported for several tenants exists once; the tenant's resources
+    /// reference it there.
+    #[arg(long, value_delimiter = ',')]
+    pub share: Vec<String>,
     /// Do not wait for the read model to apply the import.
     #[arg(long)]
     pub no_wait: bool,

@@ -34,6 +34,8 @@ struct Unit {
     path: PathBuf,
     position: usize,
     entries: Vec<Entry>,
+    /// Routed to the shared space (`--share`).
+    shared: bool,
 }
 
 #[derive(Default)]
@@ -64,12 +66,16 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let chunk = args.chunk.clamp(1, command::store::MAX_BATCH);
+    let share: Arc<Vec<ResourceType>> = Arc::new(
+        args.share.iter().map(|t| ResourceType::parse(t.trim())).collect::<Result<_, _>>().context("--share")?,
+    );
+    let shared_space = TenantId::shared();
 
     let units = futures::stream::iter(files.into_iter().map(|path| {
-        let bar = bar.clone();
+        let (bar, share) = (bar.clone(), share.clone());
         async move {
             let size = path.metadata().map(|m| m.len()).unwrap_or(0);
-            let units = tokio::task::spawn_blocking(move || read_units(&path, chunk)).await??;
+            let units = tokio::task::spawn_blocking(move || read_units(&path, chunk, &share)).await??;
             bar.inc(size);
             anyhow::Ok(futures::stream::iter(units))
         }
@@ -83,10 +89,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     let results = units
         .map(|unit| {
-            let (commands, tenant, actor, tally, bar) = (&commands, &tenant, &actor, tally.clone(), bar.clone());
+            let (commands, actor, tally, bar) = (&commands, &actor, tally.clone(), bar.clone());
+            let (tenant, shared_space, share) = (&tenant, &shared_space, share.clone());
             async move {
                 let unit = unit?;
-                commit(commands, tenant, actor, unit, chunk, &tally).await;
+                let to = if unit.shared { shared_space } else { tenant };
+                commit(commands, to, actor, unit, chunk, &share, &tally).await;
                 let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!("{done} resources, {rate:.0}/s"));
@@ -128,7 +136,15 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 /// Commits a unit atomically; if something in it exists already (a resumed
 /// import), falls back to one entry at a time so the rest still lands.
-async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Unit, chunk: usize, tally: &Tally) {
+async fn commit(
+    commands: &Commands,
+    tenant: &TenantId,
+    actor: &Actor,
+    unit: Unit,
+    chunk: usize,
+    share: &[ResourceType],
+    tally: &Tally,
+) {
     let n = unit.entries.len() as u64;
     match commands
         .transaction(tenant, actor, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
@@ -141,8 +157,8 @@ async fn commit(commands: &Commands, tenant: &TenantId, actor: &Actor, unit: Uni
         // Something in the unit exists already (a resumed import) or one
         // entry is invalid: go one entry at a time, so the rest still lands.
         Err(f) if n > 1 && (f.index.is_some() || matches!(f.error, CommandError::Conflict)) => {
-            let (path, position) = (unit.path.clone(), unit.position);
-            let again = tokio::task::spawn_blocking(move || read_units(&path, chunk)).await;
+            let (path, position, share) = (unit.path.clone(), unit.position, share.to_vec());
+            let again = tokio::task::spawn_blocking(move || read_units(&path, chunk, &share)).await;
             let Some(again) =
                 again.ok().and_then(Result::ok).and_then(|mut u| (position < u.len()).then(|| u.swap_remove(position)))
             else {
@@ -215,12 +231,12 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn std::io::Read + Send>> {
 /// Reads a file into commits (CPU-bound: runs on a blocking thread).
 impl Unit {
     fn new(source: &str, entries: Vec<Entry>) -> Self {
-        Self { source: source.to_owned(), path: PathBuf::new(), position: 0, entries }
+        Self { source: source.to_owned(), path: PathBuf::new(), position: 0, entries, shared: false }
     }
 }
 
-fn read_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
-    let mut units = read_file_units(path, chunk)?;
+fn read_units(path: &Path, chunk: usize, share: &[ResourceType]) -> anyhow::Result<Vec<Unit>> {
+    let mut units = read_file_units(path, chunk, share)?;
     for (position, unit) in units.iter_mut().enumerate() {
         unit.path = path.to_owned();
         unit.position = position;
@@ -228,7 +244,7 @@ fn read_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
     Ok(units)
 }
 
-fn read_file_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+fn read_file_units(path: &Path, chunk: usize, share: &[ResourceType]) -> anyhow::Result<Vec<Unit>> {
     let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name = source.to_lowercase();
     let reader = open(path)?;
@@ -238,19 +254,47 @@ fn read_file_units(path: &Path, chunk: usize) -> anyhow::Result<Vec<Unit>> {
         let mut text = Vec::new();
         std::io::BufReader::new(reader).read_to_end(&mut text).with_context(|| format!("read {source}"))?;
         let value: Value = serde_json::from_slice(&text).with_context(|| format!("{source} is not JSON"))?;
-        bundle_units(&source, value, chunk)
+        bundle_units(&source, value, chunk, share)
     }
 }
 
-fn bundle_units(source: &str, value: Value, chunk: usize) -> anyhow::Result<Vec<Unit>> {
+/// The shared-space id of a routed resource: a UUID v5 of its type and
+/// first identifier, so every import of the same organisation meets at one
+/// id (and create-only commits skip it the second time).
+fn shared_id(e: &Entry, share: &[ResourceType]) -> Option<schemas::ResourceId> {
+    if !share.contains(&e.rt) || e.method != Method::Post {
+        return None;
+    }
+    let ident = e.body.as_ref()?.get("identifier")?.as_array()?.first()?;
+    let system = ident.get("system").and_then(Value::as_str).unwrap_or_default();
+    let value = ident.get("value")?.as_str()?;
+    let name = format!("fhirstream:shared:{}:{system}|{value}", e.rt);
+    schemas::ResourceId::parse(&uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()).ok()
+}
+
+fn bundle_units(source: &str, value: Value, chunk: usize, share: &[ResourceType]) -> anyhow::Result<Vec<Unit>> {
     let (_, mut entries) =
         bundle::parse_value(value, usize::MAX).with_context(|| format!("{source} is not a usable Bundle"))?;
     if let Some(e) = entries.iter().find(|e| e.method != Method::Post && e.method != Method::Put) {
         anyhow::bail!("{source}: entry[{}] is a {:?}; import loads only POST and PUT entries", e.index, e.method);
     }
-    bundle::resolve_in_place(&mut entries, |e| bundle::import_id(e, source)).with_context(|| source.to_string())?;
+    let routed: Vec<bool> = entries.iter().map(|e| shared_id(e, share).is_some()).collect();
+    bundle::resolve_in_place(&mut entries, |e| shared_id(e, share).unwrap_or_else(|| bundle::import_id(e, source)))
+        .with_context(|| source.to_string())?;
+    // Routed entries become their own commit to the shared space; the rest
+    // reference them by their shared ids.
+    let (to_shared, rest): (Vec<(Entry, bool)>, Vec<(Entry, bool)>) =
+        entries.into_iter().zip(routed).partition(|(_, routed)| *routed);
+    let mut units = Vec::new();
+    if !to_shared.is_empty() {
+        let part = to_shared.into_iter().enumerate().map(|(i, (mut e, _))| {
+            e.index = i;
+            e
+        });
+        units.push(Unit { shared: true, ..Unit::new(source, part.collect()) });
+    }
+    let entries: Vec<Entry> = rest.into_iter().map(|(e, _)| e).collect();
     let limit = if entries.len() <= command::store::MAX_BATCH { command::store::MAX_BATCH } else { chunk };
-    let mut units = Vec::with_capacity(entries.len().div_ceil(limit.max(1)));
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
         let part = entries

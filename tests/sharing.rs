@@ -246,3 +246,71 @@ async fn a_clinics_base_never_writes_a_shared_resource() {
         put_as(app, &tc, &w.c, json!({"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Mine"}]})).await;
     assert_eq!(res.status(), 201);
 }
+
+fn synthea(n: usize) -> Vec<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/synthea-r4");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.retain(|f| !f.to_string_lossy().contains("practitionerInformation"));
+    files.truncate(n);
+    files
+}
+
+/// Distinct (system, value) of the first identifier of `rt` in the files.
+fn distinct_identifiers(files: &[std::path::PathBuf], rt: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for f in files {
+        let b: Value = serde_json::from_reader(flate2::read::GzDecoder::new(std::fs::File::open(f).unwrap())).unwrap();
+        for e in b["entry"].as_array().unwrap() {
+            let r = &e["resource"];
+            if r["resourceType"] == rt {
+                let i = &r["identifier"][0];
+                out.insert((i["system"].as_str().unwrap_or("").into(), i["value"].as_str().unwrap().into()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn importing_for_several_tenants_stores_each_hospital_and_doctor_once_in_the_shared_space() {
+    let app = TestApp::spawn_secure().await;
+    let (x, y) = (app.tenant("x").await, app.tenant("y").await);
+    let files = synthea(4);
+    for (t, part) in [(&x, &files[..3]), (&y, &files[1..])] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
+            .args(["import", "--tenant", t, "--quiet", "--log", "error", "--nats-url", &app.nats.url])
+            .args(["--share", "Organization,Practitioner,Location"])
+            .args(part)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    app.wait_caught_up(std::time::Duration::from_secs(60)).await;
+    let ts = token(&["shared"], "system/*.read");
+    let orgs: Value = get_as(&app, &ts, "shared", "Organization?_summary=count").await.json().await.unwrap();
+    assert_eq!(orgs["total"].as_u64().unwrap() as usize, distinct_identifiers(&files, "Organization").len());
+    let docs: Value = get_as(&app, &ts, "shared", "Practitioner?_summary=count").await.json().await.unwrap();
+    assert_eq!(docs["total"].as_u64().unwrap() as usize, distinct_identifiers(&files, "Practitioner").len());
+    for t in [&x, &y] {
+        let tok = token(&[t], "system/*.read");
+        // The tenant holds none of its own, sees the shared ones, and its
+        // encounters' providers resolve there.
+        let own: Value = get_as(&app, &tok, t, "Organization?_tag:not=x").await.json().await.unwrap();
+        assert!(!own["entry"].as_array().unwrap().is_empty());
+        assert!(
+            own["entry"].as_array().unwrap().iter().all(|e| e["resource"]["meta"]["tag"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|tag| tag["code"] == "shared"))
+        );
+        let b: Value =
+            get_as(&app, &tok, t, "Encounter?_include=Encounter:service-provider&_count=5").await.json().await.unwrap();
+        let included: Vec<&Value> =
+            b["entry"].as_array().unwrap().iter().filter(|e| e["search"]["mode"] == "include").collect();
+        assert!(!included.is_empty(), "{b}");
+        assert!(included.iter().all(|e| e["resource"]["resourceType"] == "Organization"));
+    }
+}
