@@ -182,3 +182,25 @@ async fn the_cli_does_what_the_admin_api_does() {
     assert_outcome(app.get("cli-made", "Patient/x").await, 404).await;
     assert!(!run(&["tenants", "delete", "cli-made"]).await.unwrap().status.success());
 }
+
+#[tokio::test]
+async fn a_tenants_body_limit_and_fhir_version_are_its_own() {
+    let app = TestApp::spawn_secure().await;
+    let (small, other) = (app.tenant("small").await, app.tenant("other").await);
+    let configure = |config: Value| {
+        app.authed(app.http.put(app.url(&format!("/admin/tenants/{small}"))))
+            .json(&json!({"name": "small", "config": config}))
+            .send()
+    };
+    let res = configure(json!({"fhir_version": "5.0.0"})).await.unwrap();
+    let text = assert_outcome(res, 400).await;
+    assert!(text.contains("4.0.1"), "{text}");
+    let res = configure(json!({"max_body_bytes": 300, "fhir_version": "4.0.1"})).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let big = json!({"resourceType": "Patient", "name": [{"family": "x".repeat(400)}]});
+    assert_outcome(app.post(&small, "Patient", &big).await, 413).await;
+    assert_eq!(app.post(&other, "Patient", &big).await.status(), 201, "the limit is the tenant's own");
+    assert_eq!(app.post(&small, "Patient", &json!({"resourceType": "Patient"})).await.status(), 201);
+    let cs: Value = app.get(&small, "metadata").await.json().await.unwrap();
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+}

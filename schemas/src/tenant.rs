@@ -94,6 +94,10 @@ pub struct TenantConfig {
     /// Largest accepted request body in bytes; `None` means the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// The FHIR version the tenant speaks; only `4.0.1` for now, stored so
+    /// that tenants on other versions can come later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_version: Option<String>,
 }
 
 impl TenantConfig {
@@ -106,6 +110,11 @@ impl TenantConfig {
         }
         if self.max_body_bytes == Some(0) {
             return Err("max_body_bytes must be positive".into());
+        }
+        if let Some(v) = &self.fhir_version
+            && v != crate::r4::FHIR_VERSION
+        {
+            return Err(format!("fhir_version: only {} is supported, not '{v}'", crate::r4::FHIR_VERSION));
         }
         Ok(())
     }

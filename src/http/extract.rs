@@ -82,6 +82,9 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
         return Ok((InTenant { tenant, state, shared_reads: Vec::new() }, params));
     }
     let state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+    if let Some(limit) = state.config.max_body_bytes {
+        parts.extensions.insert(TenantBodyLimit(limit));
+    }
     let shared_reads = shareable
         .iter()
         .copied()
@@ -143,6 +146,17 @@ impl FromRequestParts<SharedState> for VersionTarget {
     }
 }
 
+/// A tenant's own body-size limit, left in the request by the tenant
+/// extractor for the body extractors (which run after it).
+#[derive(Debug, Clone, Copy)]
+struct TenantBodyLimit(usize);
+
+/// The body limit of a request: the server's, or the tenant's if lower.
+fn body_limit(req: &Request, state: &SharedState) -> usize {
+    let server = state.settings.max_body_bytes;
+    req.extensions().get::<TenantBodyLimit>().map_or(server, |t| t.0.min(server))
+}
+
 /// A FHIR JSON request body, read up to the configured size limit.
 pub(super) struct FhirBody(pub(super) Bytes);
 
@@ -151,7 +165,8 @@ impl FromRequest<SharedState> for FhirBody {
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         check_json_media_type(req.headers())?;
-        Ok(Self(read_limited(req, state.settings.max_body_bytes).await?))
+        let limit = body_limit(&req, state);
+        Ok(Self(read_limited(req, limit).await?))
     }
 }
 
@@ -163,7 +178,8 @@ impl FromRequest<SharedState> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        Ok(Self(read_limited(req, state.settings.max_body_bytes).await?))
+        let limit = body_limit(&req, state);
+        Ok(Self(read_limited(req, limit).await?))
     }
 }
 

@@ -60,7 +60,7 @@ pub(super) async fn capability_statement(
             "description": format!("fhirstream tenant {tenant}"),
             "url": format!("{}/fhir/{tenant}", state.settings.base_url),
         },
-        "fhirVersion": FHIR_VERSION,
+        "fhirVersion": config.fhir_version.as_deref().unwrap_or(FHIR_VERSION),
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
