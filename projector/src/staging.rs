@@ -74,12 +74,14 @@ impl Staging {
         if !exists {
             return Ok(None);
         }
-        let meta: Result<Option<(String, Option<DateTime<Utc>>, String)>, sqlx::Error> = sqlx::query_as(AssertSqlSafe(
-            format!("select tenant, tenant_created_at, stream from \"{schema}\".replay_meta"),
-        ))
+        // An emptied (crashed) or foreign staging schema reads as "not ours".
+        let meta: Option<(String, Option<DateTime<Utc>>, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "select tenant, tenant_created_at, stream from \"{schema}\".replay_meta"
+        )))
         .fetch_optional(main)
-        .await;
-        let same = matches!(meta, Ok(Some((t, Some(c), s))) if t == tenant.as_str() && c == created_at && s == stream);
+        .await
+        .unwrap_or(None);
+        let same = matches!(meta, Some((t, Some(c), s)) if t == tenant.as_str() && c == created_at && s == stream);
         let staging = Self::connect(main, schema).await?;
         let has_checkpoint: Option<i64> =
             sqlx::query_scalar("select seq from projector_checkpoints where projector = $1")
