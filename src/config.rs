@@ -29,6 +29,75 @@ pub enum Command {
     /// Print nats-server users that let each tenant's analytics client read
     /// its own events and nothing else.
     NatsAuth(NatsAuthArgs),
+    /// Rebuild a tenant's read model from the stream and swap it in
+    /// atomically, or (with --until/--until-seq and --into) materialise a
+    /// point-in-time snapshot beside it.
+    Replay(ReplayArgs),
+    /// Compare a tenant's read model with the fold of its events; exit 0
+    /// when identical, 1 when not (with the differences), 2 on errors.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Tenant to replay.
+    #[arg(long)]
+    pub tenant: String,
+    /// Rebuild the state as of this instant (RFC 3339): every event stamped
+    /// (meta.lastUpdated) at or before it, up to the first one after it.
+    #[arg(long, requires = "into", conflicts_with = "until_seq", value_parser = parse_instant)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rebuild the state as of this stream sequence (inclusive).
+    #[arg(long, requires = "into")]
+    pub until_seq: Option<u64>,
+    /// Materialise a snapshot in schema `snapshot_NAME` (kept, replaced if
+    /// it exists, never swapped in) instead of rebuilding the live model.
+    /// Required with --until and --until-seq, which would otherwise discard
+    /// newer events from the live model.
+    #[arg(long, value_name = "NAME")]
+    pub into: Option<String>,
+    /// The live projector, whose checkpoint the rebuilt model must match.
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
+    pub projector_name: String,
+    /// Events per transaction while rebuilding.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Start from scratch instead of resuming an interrupted replay.
+    #[arg(long)]
+    pub restart: bool,
+    /// No progress bar (for logs and tests).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Tenant to verify.
+    #[arg(long)]
+    pub tenant: String,
+    /// The live projector, whose checkpoint the events are folded up to.
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
+    pub projector_name: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Most differences listed (all are counted).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// An RFC 3339 instant, e.g. `2026-11-29T14:55:03Z` or with an offset.
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 instant ({e}), e.g. 2026-11-29T14:55:03Z"))
 }
 
 #[derive(Debug, Args)]
@@ -319,4 +388,29 @@ pub enum TenantAction {
     },
     /// Delete a tenant: purge its events and rows, then prove none are left.
     Delete { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(args: &[&str]) -> Result<ReplayArgs, clap::Error> {
+        let argv = ["fhirstream", "replay", "--tenant", "acme"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Replay(r) => Ok(r),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_point_in_time_replay_must_name_a_snapshot_to_build() {
+        let err = replay(&["--until", "2026-01-01T00:00:00Z"]).unwrap_err().to_string();
+        assert!(err.contains("--into"), "{err}");
+        assert!(replay(&["--until-seq", "5"]).is_err());
+        let r = replay(&["--until", "2026-01-01T01:00:00+01:00", "--into", "jan"]).unwrap();
+        assert_eq!(r.until.unwrap().to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert!(replay(&["--until", "yesterday", "--into", "x"]).is_err());
+        assert!(replay(&["--until", "2026-01-01T00:00:00Z", "--until-seq", "3", "--into", "x"]).is_err());
+        assert!(replay(&[]).unwrap().into.is_none(), "a plain replay rebuilds the live model");
+    }
 }

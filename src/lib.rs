@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod import;
 pub mod natsauth;
+pub mod replay;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;

@@ -65,6 +65,15 @@ pub struct IndexRows<'a> {
 }
 
 impl<'a> IndexRows<'a> {
+    /// How many rows there are.
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
     fn push(&mut self, e: &'a ResourceEvent, seq: u64, entry: IndexEntry) {
         let mut row = Row { kind: "u", ..Row::default() };
         match entry.value {
@@ -202,17 +211,23 @@ pub fn plan(events: &[Sequenced], checkpoint: u64) -> BatchRows<'_> {
         c.deleted.push(e.op == EventOp::Delete);
         c.last_updated.push(e.at);
         c.seq.push(seq as i64);
-        if let Some(body) = e.resource.as_deref() {
-            // A body that is not JSON cannot have been accepted by the write
-            // side; if one appears anyway it is stored but not indexed.
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(body.get()) {
-                for entry in search::index(e.resource_type, &json) {
-                    rows.index.push(e, seq, entry);
-                }
-            }
-        }
+        index_event(&mut rows.index, e, seq);
     }
     rows
+}
+
+/// Appends the `search_values` rows of an event's body (none for a delete).
+/// The projector indexes each batch's current versions with it, and
+/// `verify` computes what the index must hold with it.
+pub fn index_event<'a>(rows: &mut IndexRows<'a>, e: &'a ResourceEvent, seq: u64) {
+    let Some(body) = e.resource.as_deref() else { return };
+    // A body that is not JSON cannot have been accepted by the write side;
+    // if one appears anyway it is stored but not indexed.
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(body.get()) {
+        for entry in search::index(e.resource_type, &json) {
+            rows.push(e, seq, entry);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -320,9 +320,6 @@ impl Projector {
     }
 }
 
-/// Parses an event and checks it is about the resource its subject names:
-/// the subject is what stream permissions and purges act on, so an envelope
-/// that disagrees with it is refused rather than trusted.
 /// Group commit: waits for one message, then takes whatever else has
 /// already arrived, up to `max`. An idle projector applies a lone write at
 /// once; a busy one gets large batches because messages pile up while the
@@ -361,7 +358,7 @@ fn complete_prefix(consumed: &[Consumed]) -> usize {
 }
 
 /// The pure rule behind [`complete_prefix`].
-fn complete_commits(commits: &[Option<&schemas::Commit>]) -> usize {
+pub(crate) fn complete_commits(commits: &[Option<&schemas::Commit>]) -> usize {
     let Some(Some(last)) = commits.last() else { return commits.len() };
     if last.index + 1 >= last.count {
         return commits.len();
@@ -371,7 +368,10 @@ fn complete_commits(commits: &[Option<&schemas::Commit>]) -> usize {
     commits.len() - tail
 }
 
-fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
+/// Parses an event and checks it is about the resource its subject names:
+/// the subject is what stream permissions and purges act on, so an envelope
+/// that disagrees with it is refused rather than trusted.
+pub(crate) fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
     let addr = parse_resource_subject(subject).map_err(|e| e.to_string())?;
     let event: ResourceEvent = serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
     if event.tenant != addr.tenant || event.resource_type != addr.resource_type || event.id != addr.id {

@@ -34,6 +34,12 @@ pub fn tenant_filter(tenant: &TenantId) -> String {
     format!("fhir.{tenant}.>")
 }
 
+/// Every resource event of one tenant, without its identifier claims
+/// (those have five tokens): what a replay of the tenant reads.
+pub fn tenant_resource_filter(tenant: &TenantId) -> String {
+    format!("fhir.{tenant}.*.*")
+}
+
 /// The subject of a tenant's lifecycle events.
 pub fn tenant_subject(tenant: &TenantId) -> String {
     format!("fhirstream.tenants.{tenant}")
