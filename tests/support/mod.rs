@@ -162,6 +162,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         db_pool_size: 8,
         ready_max_lag_events: 10_000,
         search: Default::default(),
+        limits: Default::default(),
         auth: fhirstream::config::AuthArgs { auth_disabled: true, ..Default::default() },
     }
 }
@@ -189,8 +190,14 @@ impl TestApp {
     /// An app that requires HS256 tokens signed with [`SECRET`]; its helper
     /// methods use a token for every tenant with every scope.
     pub async fn spawn_secure() -> Self {
+        Self::spawn_secure_with(|_| {}).await
+    }
+
+    /// A secured app (see [`TestApp::spawn_secure`]) with more settings.
+    pub async fn spawn_secure_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
         let mut app = Self::spawn_with(|cfg| {
             cfg.auth = fhirstream::config::AuthArgs { jwt_secret: Some(SECRET.into()), ..Default::default() };
+            configure(cfg);
         })
         .await;
         app.admin_token = Some(token(&["*"], "system/*.* fhirstream/admin"));
