@@ -290,6 +290,8 @@ pub struct ServeArgs {
         default_value = "Practitioner,PractitionerRole,Organization,Location,HealthcareService,Endpoint,Medication,Substance,CodeSystem,ValueSet,ConceptMap,NamingSystem,StructureDefinition,Questionnaire"
     )]
     pub shareable_types: Vec<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// PostgreSQL connections of this process.
     #[arg(long, env = "FHIRSTREAM_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -318,6 +320,38 @@ pub struct SearchArgs {
 impl Default for SearchArgs {
     fn default() -> Self {
         Self { search_default_count: 50, search_max_count: 1000, search_max_included: 1000, cursor_secret: None }
+    }
+}
+
+/// Bounds on what one request may cost before (and while) it is handled.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Longest accepted request target (path and query), in bytes; longer
+    /// ones are answered 414 (send long searches as POST `_search`).
+    #[arg(long, env = "FHIRSTREAM_MAX_URL_BYTES", default_value_t = 16 * 1024)]
+    pub max_url_bytes: usize,
+    /// Most bytes of request headers (names and values); more is 431.
+    #[arg(long, env = "FHIRSTREAM_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Requests handled at once; beyond that new ones are shed at once with
+    /// 503 and `Retry-After` instead of queueing (0: no limit). `/health`,
+    /// `/ready` and `/metrics` are never shed.
+    #[arg(long, env = "FHIRSTREAM_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// How long a request body may take to arrive, in ms; a slower client
+    /// gets 408 and its connection's buffers are released.
+    #[arg(long, env = "FHIRSTREAM_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        Self {
+            max_url_bytes: 16 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_concurrent_requests: 1024,
+            body_read_timeout_ms: 30_000,
+        }
     }
 }
 

@@ -96,6 +96,12 @@ impl App {
                 max_resource_bytes: body_limit(cfg.max_body_bytes, nats.server_info().max_payload),
                 max_bundle_entries: cfg.max_bundle_entries,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
+                body_read_timeout: Duration::from_millis(cfg.limits.body_read_timeout_ms.max(1)),
+                limits: http::limits::RequestLimits::new(
+                    cfg.limits.max_url_bytes,
+                    cfg.limits.max_header_bytes,
+                    cfg.limits.max_concurrent_requests,
+                ),
                 search: SearchSettings {
                     default_count: cfg.search.search_default_count.max(1),
                     max_count: cfg.search.search_max_count.max(1),

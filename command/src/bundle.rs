@@ -72,6 +72,11 @@ impl IdentifierCriteria {
         if value.is_empty() {
             return Err("the identifier criterion needs a value".into());
         }
+        // No stored identifier can hold NUL (validation refuses it), and
+        // PostgreSQL cannot compare it: a 400 here, not a database error.
+        if value.contains('\0') || system.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Err("the identifier criterion must not contain NUL characters".into());
+        }
         Ok(Self { system, value })
     }
 }
@@ -498,7 +503,16 @@ mod tests {
             IdentifierCriteria { system: None, value: "v".into() }
         );
         assert_eq!(IdentifierCriteria::parse("?identifier=v").unwrap().value, "v");
-        for bad in ["", "identifier=", "identifier=s|", "name=x", "identifier=a&identifier=b", "x"] {
+        for bad in [
+            "",
+            "identifier=",
+            "identifier=s|",
+            "name=x",
+            "identifier=a&identifier=b",
+            "x",
+            "identifier=%00",
+            "identifier=%00|v",
+        ] {
             assert!(IdentifierCriteria::parse(bad).is_err(), "{bad}");
         }
     }

@@ -180,7 +180,9 @@ impl Commands {
             let i = p.entry.index;
             let resource = match p.entry.method {
                 Method::Patch => {
-                    Some(apply_patch(&p, current, last.as_ref().map(|l| &l.payload[..])).map_err(fail(i))?)
+                    // What one event can carry bounds what a patch may grow to.
+                    let max = store.jetstream().client().server_info().max_payload;
+                    Some(apply_patch(&p, current, last.as_ref().map(|l| &l.payload[..]), max).map_err(fail(i))?)
                 }
                 _ => p.resource,
             };
@@ -336,7 +338,12 @@ async fn resolve(
 }
 
 /// Applies a JSON Patch to the current version and validates the result.
-fn apply_patch(p: &Planned, current: Option<Current>, last: Option<&[u8]>) -> Result<Map<String, Value>, CommandError> {
+fn apply_patch(
+    p: &Planned,
+    current: Option<Current>,
+    last: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<Map<String, Value>, CommandError> {
     let (Some(current), Some(last)) = (current, last) else {
         return Err(CommandError::NotFound(format!("{}/{} is not known", p.entry.rt, p.id)));
     };
@@ -350,8 +357,88 @@ fn apply_patch(p: &Planned, current: Option<Current>, last: Option<&[u8]>) -> Re
     };
     let patch: json_patch::Patch = serde_json::from_value(p.entry.body.clone().unwrap_or(Value::Null))
         .map_err(|e| CommandError::Unprocessable(format!("not a JSON Patch document: {e}")))?;
-    json_patch::patch(&mut doc, &patch)
-        .map_err(|e| CommandError::Unprocessable(format!("the patch does not apply: {e}")))?;
+    patch_bounded(&mut doc, &patch, max_bytes)?;
     check_resource(doc, Expect::Update(p.entry.rt, &p.id))
         .map_err(|e| CommandError::Unprocessable(format!("the patched resource is not valid: {e}")))
+}
+
+/// Applies a JSON Patch one operation at a time, refusing it once its
+/// `copy` operations have copied more than `max_bytes`: a copy of the root
+/// doubles the document, so a few dozen of them in a small request would
+/// ask for more memory than any machine has. (`add` and `replace` values
+/// come from the request body, which is already bounded.)
+fn patch_bounded(doc: &mut Value, patch: &json_patch::Patch, max_bytes: usize) -> Result<(), CommandError> {
+    let mut copied = 0usize;
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Copy(copy) = op
+            && let Some(source) = doc.pointer(copy.from.as_str())
+        {
+            copied = copied.saturating_add(json_size(source, max_bytes.saturating_sub(copied)));
+            if copied > max_bytes {
+                return Err(CommandError::Unprocessable(format!(
+                    "the patch copies more than {max_bytes} bytes, more than one resource may hold"
+                )));
+            }
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))
+            .map_err(|e| CommandError::Unprocessable(format!("the patch does not apply: {e}")))?;
+    }
+    Ok(())
+}
+
+/// About the serialized size of `value`, counting no further than just
+/// past `cap` (so measuring a huge value costs no more than `cap`).
+fn json_size(value: &Value, cap: usize) -> usize {
+    let mut total = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        total += match v {
+            Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => {
+                stack.extend(items);
+                items.len() + 2
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    total += k.len() + 4;
+                    stack.push(v);
+                }
+                2
+            }
+        };
+        if total > cap {
+            break;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_that_keeps_doubling_the_resource_is_refused_early() {
+        let mut doc = serde_json::json!({"resourceType": "Patient", "id": "p"});
+        let ops: Vec<Value> =
+            (0..64).map(|i| serde_json::json!({"op": "copy", "from": "", "path": format!("/x{i}")})).collect();
+        let patch: json_patch::Patch = serde_json::from_value(Value::from(ops)).unwrap();
+        let err = patch_bounded(&mut doc, &patch, 1 << 20).unwrap_err();
+        assert!(matches!(err, CommandError::Unprocessable(ref m) if m.contains("copies more than")), "{err}");
+        assert!(json_size(&doc, usize::MAX) < 4 << 20, "stopped before growing far past the bound");
+    }
+
+    #[test]
+    fn ordinary_patches_apply_in_order() {
+        let mut doc = serde_json::json!({"resourceType": "Patient", "id": "p", "name": [{"family": "A"}]});
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "copy", "from": "/name/0", "path": "/name/-"},
+            {"op": "replace", "path": "/name/1/family", "value": "B"},
+            {"op": "test", "path": "/name/0/family", "value": "A"}
+        ]))
+        .unwrap();
+        patch_bounded(&mut doc, &patch, 1 << 20).unwrap();
+        assert_eq!(doc["name"][1]["family"], "B");
+    }
 }

@@ -21,6 +21,7 @@ pub enum IssueCode {
     Conflict,
     Processing,
     TooCostly,
+    Throttled,
     Transient,
     Timeout,
     Exception,

@@ -67,7 +67,13 @@ impl<'de> Deserialize<'de> for ResourceType {
     }
 }
 
-/// A FHIR resource id: `[A-Za-z0-9\-\.]{1,64}`.
+/// A FHIR resource id: `[A-Za-z0-9\-\.]{1,64}`, except `.` and `..`.
+///
+/// Those two match FHIR's pattern but are URL dot-segments (RFC 3986
+/// 5.2.4): clients and proxies resolve `Patient/..` to `/fhir/{tenant}`
+/// before sending, so a resource with such an id could be written (raw
+/// request, Bundle entry) yet never read, and its `Location` would name
+/// another URL. They are refused like any other invalid id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct ResourceId(String);
@@ -75,7 +81,8 @@ pub struct ResourceId(String);
 impl ResourceId {
     pub fn parse(s: &str) -> Result<Self, ResourceError> {
         let ok = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'.';
-        if !s.is_empty() && s.len() <= 64 && s.bytes().all(ok) {
+        let dot_segment = s == "." || s == "..";
+        if !s.is_empty() && s.len() <= 64 && s.bytes().all(ok) && !dot_segment {
             Ok(Self(s.to_owned()))
         } else {
             Err(ResourceError::InvalidId(truncate(s)))
@@ -120,7 +127,13 @@ impl Version {
 
     /// Parses a `meta.versionId` or `_history/{vid}` value.
     pub fn parse(s: &str) -> Result<Self, ResourceError> {
-        s.parse::<u64>().ok().and_then(Self::new).ok_or_else(|| ResourceError::InvalidVersion(truncate(s)))
+        // Digits only: `u64::from_str` would also take `+1`.
+        let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+            .and_then(Self::new)
+            .ok_or_else(|| ResourceError::InvalidVersion(truncate(s)))
     }
 
     /// Parses an `ETag`/`If-Match` value: `W/"3"` (or `"3"`, or bare `3`).
@@ -180,10 +193,10 @@ mod tests {
 
     #[test]
     fn ids_follow_the_fhir_id_rule() {
-        for ok in ["a", "123", "a.b-c", &"x".repeat(64)] {
+        for ok in ["a", "123", "a.b-c", &"x".repeat(64), "...", ".a", "a.."] {
             assert!(ResourceId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a_b", "a b", "a/b", "..%2f", "a*", "a>", &"x".repeat(65), "é"] {
+        for bad in ["", "a_b", "a b", "a/b", "..%2f", "a*", "a>", &"x".repeat(65), "é", ".", "..", "a\0"] {
             assert!(ResourceId::parse(bad).is_err(), "{bad}");
         }
         assert!(ResourceId::parse(ResourceId::generate().as_str()).is_ok());
@@ -194,7 +207,7 @@ mod tests {
         for s in ["W/\"3\"", "\"3\"", "3", " W/\"3\" "] {
             assert_eq!(Version::parse_etag(s).unwrap().get(), 3, "{s}");
         }
-        for bad in ["W/\"0\"", "W/\"x\"", "", "-1"] {
+        for bad in ["W/\"0\"", "W/\"x\"", "", "-1", "+1", "W/\"+3\"", "18446744073709551616"] {
             assert!(Version::parse_etag(bad).is_err(), "{bad}");
         }
         assert_eq!(Version::FIRST.next().etag(), "W/\"2\"");

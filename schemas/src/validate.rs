@@ -29,6 +29,8 @@ pub enum ValidationError {
     InvalidMeta,
     #[error("the element '{0}' must not be empty (FHIR forbids empty objects, arrays and strings)")]
     Empty(String),
+    #[error("the element '{0}' holds a control character (FHIR strings allow only tab, CR and LF below U+0020)")]
+    ControlCharacter(String),
 }
 
 impl ValidationError {
@@ -38,7 +40,7 @@ impl ValidationError {
             Self::MissingResourceType | Self::TypeMismatch { .. } => Some("resourceType".into()),
             Self::IdMismatch { .. } | Self::MissingId(_) | Self::InvalidId(_) => Some("id".into()),
             Self::InvalidMeta => Some("meta".into()),
-            Self::Empty(path) => Some(path.clone()),
+            Self::Empty(path) | Self::ControlCharacter(path) => Some(path.clone()),
             Self::NotJson(_) | Self::NotObject => None,
         }
     }
@@ -92,25 +94,57 @@ pub fn check_resource(value: Value, expect: Expect<'_>) -> Result<Map<String, Va
         return Err(ValidationError::InvalidMeta);
     }
     for (k, v) in &resource {
-        if let Some(rest) = first_empty(v) {
-            return Err(ValidationError::Empty(format!("{expected}.{k}{rest}")));
+        let at = |rest: String| format!("{expected}.{}{rest}", printable(k));
+        if has_control(k) {
+            return Err(ValidationError::ControlCharacter(at(String::new())));
+        }
+        match first_flaw(v) {
+            Some((Flaw::Empty, rest)) => return Err(ValidationError::Empty(at(rest))),
+            Some((Flaw::Control, rest)) => return Err(ValidationError::ControlCharacter(at(rest))),
+            None => {}
         }
     }
     Ok(resource)
 }
 
-/// FHIR JSON never holds empty objects, arrays or strings: the path below
-/// `value` of the first one, `Some("")` for `value` itself. Paths are built
-/// only on failure, so the common case allocates nothing.
-fn first_empty(value: &Value) -> Option<String> {
+/// What can be wrong with a JSON value below the resource's top level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    /// FHIR JSON never holds empty objects, arrays or strings.
+    Empty,
+    /// FHIR strings (and so keys) allow no control character but tab, CR
+    /// and LF; NUL in particular cannot be stored in PostgreSQL (`jsonb`
+    /// and `text` refuse it), so one accepted would stop the projector.
+    Control,
+}
+
+/// The first flaw below `value` and its path (`""` for `value` itself).
+/// Paths are built only on failure, so the common case allocates nothing.
+fn first_flaw(value: &Value) -> Option<(Flaw, String)> {
     match value {
-        Value::Object(map) if map.is_empty() => Some(String::new()),
-        Value::Object(map) => map.iter().find_map(|(k, v)| first_empty(v).map(|rest| format!(".{k}{rest}"))),
-        Value::Array(items) if items.is_empty() => Some(String::new()),
-        Value::Array(items) => items.iter().find_map(first_empty),
-        Value::String(s) if s.is_empty() => Some(String::new()),
+        Value::Object(map) if map.is_empty() => Some((Flaw::Empty, String::new())),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if has_control(k) {
+                return Some((Flaw::Control, format!(".{}", printable(k))));
+            }
+            first_flaw(v).map(|(flaw, rest)| (flaw, format!(".{k}{rest}")))
+        }),
+        Value::Array(items) if items.is_empty() => Some((Flaw::Empty, String::new())),
+        Value::Array(items) => items.iter().find_map(first_flaw),
+        Value::String(s) if s.is_empty() => Some((Flaw::Empty, String::new())),
+        Value::String(s) if has_control(s) => Some((Flaw::Control, String::new())),
         _ => None,
     }
+}
+
+fn has_control(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+}
+
+/// A key fit to appear in a message: control characters escaped, and
+/// hostile lengths cut short.
+fn printable(s: &str) -> String {
+    s.chars().take(70).flat_map(char::escape_debug).collect()
 }
 
 #[cfg(test)]
@@ -160,6 +194,22 @@ mod tests {
             let err = parse_resource(body, expect).unwrap_err();
             assert!(is_expected(&err), "{}: {err:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_anywhere_in_a_resource() {
+        for body in [
+            r#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#,
+            r#"{"resourceType":"Patient","name":[{"family":"\u001b[31m"}]}"#,
+            r#"{"resourceType":"Patient","\u0000":1}"#,
+            r#"{"resourceType":"Patient","contained":[{"resourceType":"Patient","x\u0001":true}]}"#,
+        ] {
+            let err = parse_resource(body.as_bytes(), Expect::Create(patient())).unwrap_err();
+            assert!(matches!(err, ValidationError::ControlCharacter(_)), "{body}: {err:?}");
+            assert!(!err.to_string().contains('\0'), "the message escapes what it names: {err}");
+        }
+        let text = r#"{"resourceType":"Patient","text":{"status":"generated","div":"<div>a\tb\r\nc</div>"}}"#;
+        assert!(parse_resource(text.as_bytes(), Expect::Create(patient())).is_ok(), "tab, CR and LF are text");
     }
 
     #[test]

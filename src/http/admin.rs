@@ -2,7 +2,7 @@
 //! OperationOutcomes. Every call needs the `fhirstream/admin` scope.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use projector::TenantState;
 use schemas::{TenantConfig, TenantId};
 
 use super::auth::Caller;
-use super::extract::LimitedBody;
+use super::extract::{LimitedBody, PathText};
 use super::{AdminDeps, ApiError, SharedState};
 use crate::tenancy::{self, Deletion};
 
@@ -73,7 +73,7 @@ pub(super) async fn list(State(state): State<SharedState>, caller: Caller) -> Re
 pub(super) async fn get(
     State(state): State<SharedState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PathText(raw): PathText,
 ) -> Result<Json<TenantState>, ApiError> {
     caller.require_admin()?;
     let tenant = parse_tenant(&raw)?;
@@ -84,7 +84,7 @@ pub(super) async fn get(
 pub(super) async fn configure(
     State(state): State<SharedState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PathText(raw): PathText,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<TenantState>, ApiError> {
     caller.require_admin()?;
@@ -104,7 +104,7 @@ pub(super) async fn configure(
 pub(super) async fn delete(
     State(state): State<SharedState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PathText(raw): PathText,
 ) -> Result<Json<Deletion>, ApiError> {
     caller.require_admin()?;
     let tenant = parse_tenant(&raw)?;

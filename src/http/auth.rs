@@ -98,9 +98,16 @@ impl Authenticator {
         let Some((key, validation)) = &self.verifier else {
             return Ok(Caller::anonymous_admin());
         };
-        let raw = headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized(None, "a bearer token is required".into()))?;
+        let mut sent = headers.get_all(header::AUTHORIZATION).iter();
+        let raw = sent.next().ok_or_else(|| ApiError::Unauthorized(None, "a bearer token is required".into()))?;
+        // Two credentials are ambiguous: a proxy in front may have checked
+        // the other one. Authorization is not a list header (RFC 9110 11.6.2).
+        if sent.next().is_some() {
+            return Err(ApiError::Unauthorized(
+                Some("invalid_request"),
+                "send exactly one Authorization header".into(),
+            ));
+        }
         let token = raw
             .to_str()
             .ok()

@@ -33,6 +33,16 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// Shed: the server already handles as many requests as it may.
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PreconditionFailed(String),
@@ -62,6 +72,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, IssueCode::NotSupported),
             Self::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, IssueCode::NotSupported),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, IssueCode::TooLong),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, IssueCode::TooLong),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, IssueCode::TooLong),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, IssueCode::Timeout),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Throttled),
             Self::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, IssueCode::Conflict),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueCode::Processing),
@@ -86,6 +100,10 @@ impl ApiError {
             Self::UnsupportedMediaType(m) => Self::UnsupportedMediaType(p(m)),
             Self::NotAcceptable(m) => Self::NotAcceptable(p(m)),
             Self::PayloadTooLarge(m) => Self::PayloadTooLarge(p(m)),
+            Self::UriTooLong(m) => Self::UriTooLong(p(m)),
+            Self::HeadersTooLarge(m) => Self::HeadersTooLarge(p(m)),
+            Self::RequestTimeout(m) => Self::RequestTimeout(p(m)),
+            Self::Overloaded(m) => Self::Overloaded(p(m)),
             Self::Conflict(m) => Self::Conflict(p(m)),
             Self::PreconditionFailed(m) => Self::PreconditionFailed(p(m)),
             Self::Unprocessable(m) => Self::Unprocessable(p(m)),

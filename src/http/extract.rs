@@ -157,6 +157,21 @@ fn body_limit(req: &Request, state: &SharedState) -> usize {
     req.extensions().get::<TenantBodyLimit>().map_or(server, |t| t.0.min(server))
 }
 
+/// The one path parameter of a route (`/admin/tenants/{tenant}`,
+/// `/fhir/{tenant}/metadata`), percent-decoded; a URL that does not decode
+/// (invalid UTF-8) is a 400 OperationOutcome like every other error.
+pub(super) struct PathText(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::invalid("the URL could not be decoded"))?;
+        Ok(Self(text))
+    }
+}
+
 /// A FHIR JSON request body, read up to the configured size limit.
 pub(super) struct FhirBody(pub(super) Bytes);
 
@@ -166,7 +181,7 @@ impl FromRequest<SharedState> for FhirBody {
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         check_json_media_type(req.headers())?;
         let limit = body_limit(&req, state);
-        Ok(Self(read_limited(req, limit).await?))
+        Ok(Self(read_limited(req, state, limit).await?))
     }
 }
 
@@ -179,17 +194,23 @@ impl FromRequest<SharedState> for LimitedBody {
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let limit = body_limit(&req, state);
-        Ok(Self(read_limited(req, limit).await?))
+        Ok(Self(read_limited(req, state, limit).await?))
     }
 }
 
-async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body up to the size limit and within the read timeout, so
+/// neither a large body nor a slow one can hold memory for long.
+async fn read_limited(req: Request, state: &SharedState, limit: usize) -> Result<Bytes, ApiError> {
+    let timeout = state.settings.body_read_timeout;
     let too_large = || ApiError::PayloadTooLarge(format!("the request body exceeds the limit of {limit} bytes"));
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit)).await.map_err(|_| {
+        ApiError::RequestTimeout(format!("the request body did not arrive within {} ms", timeout.as_millis()))
+    })?;
+    read.map_err(|e| {
         let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if over { too_large() } else { ApiError::invalid("the request body could not be read") }

@@ -1,6 +1,6 @@
 //! The CapabilityStatement: lists only what this server really does.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -9,6 +9,7 @@ use schemas::r4::FHIR_VERSION;
 use schemas::search::{self, ParamKind};
 use schemas::{ResourceType, TenantConfig, TenantId};
 
+use super::extract::PathText;
 use super::response::fhir_json;
 use super::{ApiError, SharedState};
 
@@ -18,7 +19,7 @@ use super::{ApiError, SharedState};
 /// tenant name, so the endpoint is no oracle for which tenants exist.
 pub(super) async fn capability_statement(
     State(state): State<SharedState>,
-    Path(raw): Path<String>,
+    PathText(raw): PathText,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound("unknown tenant".into());

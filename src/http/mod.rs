@@ -8,6 +8,7 @@ mod bundle;
 pub mod error;
 mod extract;
 mod history;
+pub mod limits;
 mod metadata;
 mod observe;
 mod read;
@@ -43,6 +44,9 @@ pub struct HttpSettings {
     pub max_resource_bytes: usize,
     pub max_bundle_entries: usize,
     pub read_your_writes_timeout: Duration,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    pub limits: limits::RequestLimits,
     pub search: SearchSettings,
     /// Types that may live in the shared space.
     pub shareable: Vec<schemas::ResourceType>,
@@ -148,6 +152,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(observe::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outside routing and auth, so a hostile URL or header costs no
+        // more than this check; inside `track`, so refusals are counted.
+        .layer(middleware::from_fn_with_state(state.clone(), limits::bound))
         .layer(middleware::from_fn(observe::track))
         .with_state(state)
 }

@@ -1,9 +1,8 @@
 //! Read, vread and instance history.
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
-use serde::Deserialize;
 
 use query::ReadResult;
 use schemas::scope::Interaction;
@@ -13,6 +12,7 @@ use super::auth::Caller;
 use super::bundle::{self, Link};
 use super::extract::{InstanceTarget, VersionTarget};
 use super::response::{fhir_json, version_headers};
+use super::search::query_pairs;
 use super::{ApiError, SharedState};
 
 const DEFAULT_HISTORY_COUNT: u32 = 100;
@@ -91,21 +91,22 @@ pub(super) async fn vread(
     Ok(res)
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct HistoryParams {
-    #[serde(rename = "_count")]
-    count: Option<String>,
-}
-
 /// `GET /fhir/{tenant}/{type}/{id}/_history`: newest first.
 pub(super) async fn history(
     State(state): State<SharedState>,
     target: InstanceTarget,
     caller: Caller,
-    Query(params): Query<HistoryParams>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Read)?;
-    let count = match params.count.as_deref() {
+    // Read by hand, not with `Query`: its rejections are plain text, and a
+    // repeated `_count` takes the last value, as in searches.
+    let count_param = query_pairs(uri.query().unwrap_or_default().as_bytes())
+        .into_iter()
+        .filter(|(k, _)| k == "_count")
+        .next_back()
+        .map(|(_, v)| v);
+    let count = match count_param.as_deref() {
         None => DEFAULT_HISTORY_COUNT,
         Some(raw) => raw
             .parse::<u32>()

@@ -165,6 +165,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         shareable_types: ["Practitioner", "PractitionerRole", "Organization", "Location", "Medication"]
             .map(String::from)
             .to_vec(),
+        limits: Default::default(),
         auth: fhirstream::config::AuthArgs { auth_disabled: true, ..Default::default() },
     }
 }
@@ -192,8 +193,14 @@ impl TestApp {
     /// An app that requires HS256 tokens signed with [`SECRET`]; its helper
     /// methods use a token for every tenant with every scope.
     pub async fn spawn_secure() -> Self {
+        Self::spawn_secure_with(|_| {}).await
+    }
+
+    /// A secured app (see [`TestApp::spawn_secure`]) with more settings.
+    pub async fn spawn_secure_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
         let mut app = Self::spawn_with(|cfg| {
             cfg.auth = fhirstream::config::AuthArgs { jwt_secret: Some(SECRET.into()), ..Default::default() };
+            configure(cfg);
         })
         .await;
         app.admin_token = Some(token(&["*"], "system/*.* fhirstream/admin"));

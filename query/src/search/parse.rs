@@ -21,6 +21,16 @@ pub struct Context<'a> {
     pub strict: bool,
 }
 
+/// Most conditions (AND-ed parameters) one search may have. Each is a
+/// correlated `exists`: a few hundred of them kept PostgreSQL planning and
+/// running one query for the whole statement timeout.
+pub const MAX_CLAUSES: usize = 32;
+/// Most comma-separated (OR-ed) values of one parameter.
+pub const MAX_VALUES: usize = 1000;
+/// Most `_include` and `_revinclude` parameters together: each is a query
+/// per page and per iteration.
+pub const MAX_INCLUDES: usize = 16;
+
 /// Parses the parameters of a search over `types` (empty: every type).
 pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context) -> Result<SearchRequest, SearchError> {
     let mut req = SearchRequest {
@@ -39,6 +49,17 @@ pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context)
         shared: Vec::new(),
     };
     for (key, value) in pairs {
+        // PostgreSQL cannot hold NUL in text: refused here, it would be a
+        // database error (500) later, and no stored value can contain it.
+        if key.contains('\0') || value.contains('\0') {
+            return Err(invalid("search parameters must not contain NUL characters"));
+        }
+        // A lone `\` at the end escapes nothing; unescaped it would vanish
+        // and leave an empty value that matches everything.
+        if !value.bytes().rev().take_while(|b| *b == b'\\').count().is_multiple_of(2) {
+            return Err(invalid(format!("{key}: the value ends with a lone '\\' (write '\\\\' for a backslash)")));
+        }
+        check_or(key, value)?;
         if parse_one(&mut req, key, value, cx)? {
             if key != "_cursor" {
                 req.canonical.push((key.clone(), value.clone()));
@@ -49,6 +70,12 @@ pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context)
     }
     if cx.strict && !req.ignored.is_empty() {
         return Err(SearchError::Unknown(req.ignored.clone()));
+    }
+    if req.clauses.len() > MAX_CLAUSES {
+        return Err(invalid(format!("a search may combine at most {MAX_CLAUSES} parameters")));
+    }
+    if req.includes.len() + req.revincludes.len() > MAX_INCLUDES {
+        return Err(invalid(format!("a search may have at most {MAX_INCLUDES} _include and _revinclude parameters")));
     }
     Ok(req)
 }
@@ -284,6 +311,18 @@ pub(crate) fn split_or(value: &str) -> Vec<String> {
     split_unescaped(value, ',')
 }
 
+/// 400 for a parameter with more OR-ed values than [`MAX_VALUES`].
+fn check_or(key: &str, value: &str) -> Result<(), SearchError> {
+    // A cheap upper bound first: commas, escaped or not.
+    if value.bytes().filter(|b| *b == b',').count() < MAX_VALUES {
+        return Ok(());
+    }
+    if split_or(value).len() > MAX_VALUES {
+        return Err(invalid(format!("{key}: at most {MAX_VALUES} comma-separated values")));
+    }
+    Ok(())
+}
+
 fn split_unescaped(value: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -457,6 +496,16 @@ mod tests {
         let req = parse(vec![ResourceType::parse(rt).unwrap()], &[(key.into(), value.into())], &cx()).unwrap();
         assert!(req.ignored.is_empty(), "{key} was ignored");
         req.clauses.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn nul_and_dangling_escapes_are_refused_before_they_reach_sql() {
+        let patient = || vec![ResourceType::parse("Patient").unwrap()];
+        for (k, v) in [("name", "a\0"), ("na\0me", "x"), ("name", "x\\"), ("identifier", "s|\\"), ("name", "\\\\\\")] {
+            let err = parse(patient(), &[(k.into(), v.into())], &cx()).unwrap_err();
+            assert!(matches!(err, SearchError::Invalid(_)), "{k}={v}: {err}");
+        }
+        assert!(parse(patient(), &[("name".into(), "a\\\\".into())], &cx()).is_ok(), "an escaped backslash");
     }
 
     #[test]

@@ -1,0 +1,65 @@
+//! Bounds on what one request may cost before a handler runs: the size of
+//! its URL and headers, and how many requests are handled at once. Every
+//! refusal is an OperationOutcome like any other error.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::Semaphore;
+
+use super::{ApiError, SharedState};
+
+/// The request bounds of a server.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub max_url_bytes: usize,
+    pub max_header_bytes: usize,
+    /// Permits for requests in flight; `None`: no limit.
+    pub in_flight: Option<Arc<Semaphore>>,
+}
+
+impl RequestLimits {
+    /// `max_concurrent` 0 means no limit.
+    pub fn new(max_url_bytes: usize, max_header_bytes: usize, max_concurrent: usize) -> Self {
+        let in_flight = (max_concurrent > 0).then(|| Arc::new(Semaphore::new(max_concurrent)));
+        Self { max_url_bytes, max_header_bytes, in_flight }
+    }
+}
+
+/// Operations endpoints are never shed: a load balancer or orchestrator
+/// that cannot reach them under load would restart a busy server.
+fn exempt(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Middleware: 414 for a long URL, 431 for large headers, 503 when the
+/// server already handles as many requests as it may. Shedding at once,
+/// rather than queueing, keeps memory and latency bounded under overload
+/// and tells clients to come back (`Retry-After`).
+pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let limits = &state.settings.limits;
+    let url = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if url > limits.max_url_bytes {
+        return Err(ApiError::UriTooLong(format!(
+            "the request URL has {url} bytes; at most {} are accepted (send long searches as POST _search)",
+            limits.max_url_bytes
+        )));
+    }
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers > limits.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge(format!(
+            "the request headers have {headers} bytes; at most {} are accepted",
+            limits.max_header_bytes
+        )));
+    }
+    let _permit = match &limits.in_flight {
+        Some(sem) if !exempt(req.uri().path()) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("fhirstream_http_requests_shed_total").increment(1);
+            ApiError::Overloaded("the server is handling as many requests as it may; retry shortly".into())
+        })?),
+        _ => None,
+    };
+    Ok(next.run(req).await)
+}
