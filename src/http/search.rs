@@ -158,7 +158,7 @@ async fn run(
     let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
     let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
     let mut req = search::parse(types, &pairs, &cx)?;
-    req.shared = t.shared_reads.clone();
+    req.shared = shared_in_play(&req, &t.shared_reads);
     // `_type` is the scope of a system search, already applied.
     req.canonical.splice(0..0, type_pairs);
     let s = &state.settings.search;
@@ -278,4 +278,44 @@ fn shape(raw: &str, req: &SearchRequest) -> Result<Value, ApiError> {
         }
     }
     Ok(v)
+}
+
+/// The shared types a search can touch: those searched, chained into,
+/// `_has`-joined or included. Only they widen the statement (each one adds
+/// an `or` to every join), so a search that cannot meet a shared resource
+/// is planned exactly as a tenant-only one.
+fn shared_in_play(req: &SearchRequest, shared_reads: &[ResourceType]) -> Vec<ResourceType> {
+    use query::search::request::Clause;
+    if shared_reads.is_empty() {
+        return Vec::new();
+    }
+    if req.types.is_empty() {
+        return shared_reads.to_vec();
+    }
+    let mut relevant: Vec<ResourceType> = req.types.clone();
+    fn walk(c: &Clause, out: &mut Vec<ResourceType>) {
+        match c {
+            Clause::Chain { targets, inner, .. } => {
+                out.extend(targets.iter().copied());
+                walk(inner, out);
+            }
+            Clause::Has { source, inner, .. } => {
+                out.push(*source);
+                walk(inner, out);
+            }
+            _ => {}
+        }
+    }
+    for c in &req.clauses {
+        walk(c, &mut relevant);
+    }
+    for inc in req.includes.iter().chain(&req.revincludes) {
+        relevant.push(inc.source);
+        match inc.target {
+            Some(t) => relevant.push(t),
+            None => relevant
+                .extend(schemas::search::param(inc.source, inc.param).map(|p| p.targets.clone()).unwrap_or_default()),
+        }
+    }
+    shared_reads.iter().copied().filter(|t| relevant.contains(t)).collect()
 }
