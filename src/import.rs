@@ -283,8 +283,8 @@ fn bundle_units(source: &str, value: Value, chunk: usize, share: &[ResourceType]
         .with_context(|| source.to_string())?;
     // Routed entries become their own commit to the shared space; the rest
     // reference them by their shared ids.
-    let (to_shared, rest): (Vec<(Entry, bool)>, Vec<(Entry, bool)>) =
-        entries.into_iter().zip(routed).partition(|(_, routed)| *routed);
+    type Routed = Vec<(Entry, bool)>;
+    let (to_shared, rest): (Routed, Routed) = entries.into_iter().zip(routed).partition(|(_, routed)| *routed);
     let mut units = Vec::new();
     if !to_shared.is_empty() {
         let part = to_shared.into_iter().enumerate().map(|(i, (mut e, _))| {

@@ -727,9 +727,7 @@ fn corpus(t: &str, other: &str) -> Vec<Case> {
             // `_has` naming no parameter is ignored like any unknown one.
             let want = if *m == "--" && (q.contains("subject") && !q.contains('.') || q.contains("_id=")) {
                 Bundle(Some(0))
-            } else if *m == "_" && q.contains("_elements") {
-                Bundle(Some(3))
-            } else if q.starts_with("Patient?_has:Observation:patient:") {
+            } else if (*m == "_" && q.contains("_elements")) || q.starts_with("Patient?_has:Observation:patient:") {
                 Bundle(Some(3))
             } else {
                 Outcome(400)

@@ -103,8 +103,7 @@ pub(super) async fn history(
     // repeated `_count` takes the last value, as in searches.
     let count_param = query_pairs(uri.query().unwrap_or_default().as_bytes())
         .into_iter()
-        .filter(|(k, _)| k == "_count")
-        .next_back()
+        .rfind(|(k, _)| k == "_count")
         .map(|(_, v)| v);
     let count = match count_param.as_deref() {
         None => DEFAULT_HISTORY_COUNT,
