@@ -77,6 +77,9 @@ pub struct Replayed {
     /// The stream sequence the rebuilt model is at.
     pub sequence: u64,
     pub rows: Counts,
+    /// How long the swap transaction held up the projector (zero for a
+    /// snapshot).
+    pub swap: std::time::Duration,
 }
 
 /// Catch-up rounds before the swap, and the number of events a round may
@@ -122,6 +125,7 @@ pub async fn replay_live(
         }
     }
     progress(Step::Swapping);
+    let swap_started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let still: Option<DateTime<Utc>> = sqlx::query_scalar("select created_at from tenants where id = $1 for share")
         .bind(tenant.as_str())
@@ -136,9 +140,10 @@ pub async fn replay_live(
     staging.replace_live(&mut tx, tenant).await?;
     let rows = staging.counts().await?;
     tx.commit().await?;
+    let swap = swap_started.elapsed();
     staging.discard(pool).await?;
     lock.close().await?;
-    Ok(Replayed { events, resumed_from, sequence, rows })
+    Ok(Replayed { events, resumed_from, sequence, rows, swap })
 }
 
 /// Folds the tenant's events up to `cut` into the kept schema
@@ -164,7 +169,7 @@ pub async fn snapshot(
     let rows = staging.counts().await?;
     staging.into_snapshot(pool, &target, cut, sequence).await?;
     lock.close().await?;
-    Ok(Replayed { events, resumed_from: 0, sequence, rows })
+    Ok(Replayed { events, resumed_from: 0, sequence, rows, swap: Default::default() })
 }
 
 /// The schema a snapshot named `name` lives in.
