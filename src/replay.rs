@@ -76,7 +76,11 @@ pub async fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let r = done.rows;
     let what = match &args.into {
         Some(name) => format!("snapshot schema snapshot_{name}"),
-        None => "the live read model (swapped in)".to_owned(),
+        None => format!(
+            "the live read model ({} resources differed; swapped in {:.2}s)",
+            done.changed,
+            done.swap.as_secs_f64()
+        ),
     };
     println!(
         "replayed {} events of {tenant} in {secs:.1}s ({:.0} events/s{resumed}) into {what}: state at sequence {}, \

@@ -199,12 +199,15 @@ async fn a_replay_restores_the_projected_rows_bit_for_bit_leaves_other_tenants_a
     assert_eq!(verify(&app, &a).await.0, 1);
 
     let said = replay(&app, &a, &[]).await;
-    assert!(said.contains("replayed 13 events") && said.contains("swapped in"), "{said}");
+    // p1 (a lost version), o2 (a wrong current row), and every live
+    // resource for its index rows; the deleted p4 has none to lose.
+    assert!(said.contains("replayed 13 events") && said.contains("(9 resources differed"), "{said}");
     assert_eq!(verify(&app, &a).await.0, 0);
     assert_eq!(dump(&app, &a).await, intact_a, "the replayed rows are the projected rows");
     assert_eq!(dump(&app, &b).await, intact_b, "the other tenant's rows are untouched");
 
-    replay(&app, &a, &["--batch", "3"]).await;
+    let said = replay(&app, &a, &["--batch", "3"]).await;
+    assert!(said.contains("(0 resources differed"), "{said}");
     assert_eq!(dump(&app, &a).await, intact_a, "a second replay, in other batches, changes nothing");
     let staging: i64 = sqlx::query_scalar("select count(*) from pg_namespace where nspname like 'replay\\_%'")
         .fetch_one(&pool)
@@ -353,4 +356,58 @@ async fn a_snapshot_until_a_time_between_two_updates_holds_the_version_current_t
         .unwrap();
     assert_eq!(live, 3, "a snapshot never touches the live model");
     assert_eq!(verify(&app, &a).await.0, 0);
+}
+
+#[tokio::test]
+async fn a_replay_killed_midway_resumes_from_its_staging_checkpoint() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("resume").await;
+    // Batch Bundles: every entry its own commit, so the replay can stop
+    // between any two events.
+    for part in 0..2 {
+        let entries: Vec<Value> = (0..500)
+            .map(|i| {
+                let id = format!("r{part}-{i}");
+                json!({"resource": patient(&id, "1990-01-01"), "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+            })
+            .collect();
+        send(app.http.post(app.fhir(&t, "")), &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))
+            .await;
+    }
+    app.wait_caught_up(Duration::from_secs(30)).await;
+    let intact = dump(&app, &t).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhirstream"))
+        .args(["replay", "--tenant", &t, "--quiet", "--batch", "2", "--log", "error"])
+        .args(["--nats-url", &app.nats.url, "--database-url", &app.db.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pool = app.db.pool().await;
+    let staged = loop {
+        assert!(child.try_wait().unwrap().is_none(), "the replay finished before it could be interrupted");
+        let schema: Option<String> =
+            sqlx::query_scalar("select nspname::text from pg_namespace where nspname like 'replay\\_%'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        let seq: Option<i64> = match schema {
+            Some(s) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select seq from {s}.projector_checkpoints")))
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or(None),
+            None => None,
+        };
+        if seq.is_some_and(|s| s > 0) {
+            break seq.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    child.kill().await.unwrap();
+
+    let said = replay(&app, &t, &[]).await;
+    assert!(said.contains("resumed after sequence"), "staged up to {staged} before the kill: {said}");
+    assert_eq!(dump(&app, &t).await, intact);
+    assert_eq!(verify(&app, &t).await.0, 0);
 }

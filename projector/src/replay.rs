@@ -11,20 +11,27 @@
 //!    rows must be at the projector's checkpoint exactly, because the
 //!    projector re-applies everything after it (and would overwrite the
 //!    index of a newer version with that of an older one).
-//! 2. Swap, in one transaction: share-lock the tenant's row in `tenants` (a
+//! 2. Find, without locks, the resources whose live rows differ from the
+//!    staged ones (usually none, or the damaged few).
+//! 3. Swap, in one transaction: share-lock the tenant's row in `tenants` (a
 //!    deletion of the tenant then waits, and purges what the swap wrote; a
 //!    deletion or re-creation that came first stops the swap); lock
 //!    `projector_checkpoints` in EXCLUSIVE mode, which readers pass but every
 //!    projector statement that writes rows waits for, before it has touched
 //!    a row (PostgreSQL takes a statement's table locks first, and every
 //!    such statement also writes its checkpoint); read the checkpoint `C`;
-//!    fold the events in `(staged, C]` into staging; delete the tenant's
-//!    live rows and copy the staged ones in; commit. The projector then
-//!    continues after `C` on rows that are exactly the fold up to `C`.
+//!    fold the events in `(staged, C]` into staging; rewrite the live rows
+//!    of the resources found in step 2 and of those these last events
+//!    touched (no other event touched a resource's rows on either side since
+//!    step 2, so every other resource is identical in both); commit. The
+//!    projector then continues after `C` on rows that are exactly the fold
+//!    up to `C`.
 //!
 //! The projector pauses for the swap (every tenant's events wait, none is
-//! lost). **Snapshots** fold up to a cut (a sequence or a time) into staging
-//! and rename it to `snapshot_{name}`, which is kept and never swapped in.
+//! lost); step 2 keeps that pause to the rows that really change.
+//!
+//! **Snapshots** fold up to a cut (a sequence or a time) into staging and
+//! rename it to `snapshot_{name}`, which is kept and never swapped in.
 //!
 //! **Verify** reads the live rows and the checkpoint in one snapshot of the
 //! database, folds the tenant's events up to that checkpoint, and compares
@@ -77,6 +84,11 @@ pub struct Replayed {
     /// The stream sequence the rebuilt model is at.
     pub sequence: u64,
     pub rows: Counts,
+    /// Resources whose live rows the swap rewrote (zero for a snapshot).
+    pub changed: u64,
+    /// How long the swap transaction held up the projector (zero for a
+    /// snapshot).
+    pub swap: std::time::Duration,
 }
 
 /// Catch-up rounds before the swap, and the number of events a round may
@@ -112,16 +124,21 @@ pub async fn replay_live(
     };
     let resumed_from = staging.checkpoint().await?;
     let (stream, batch) = (opts.stream.as_str(), opts.batch_size);
-    let mut events = staging.fold(js, stream, tenant, Cut::at_seq(first), batch, progress).await?;
+    let mut events = staging.fold(js, stream, tenant, Cut::at_seq(first), batch, progress).await?.events;
     for _ in 0..CATCH_UP_ROUNDS {
         let now = checkpoint(pool, &opts.projector).await?;
-        let n = staging.fold(js, stream, tenant, Cut::at_seq(now), batch, progress).await?;
+        let n = staging.fold(js, stream, tenant, Cut::at_seq(now), batch, progress).await?.events;
         events += n;
         if n < CATCH_UP_ENOUGH {
             break;
         }
     }
+    // Which resources the swap must rewrite, found without holding anyone
+    // up: those that differ now, plus those that events folded from here on
+    // touch (only such events change a resource's live or staged rows).
+    let mut changed = staging.differing(pool, tenant).await?;
     progress(Step::Swapping);
+    let swap_started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     let still: Option<DateTime<Utc>> = sqlx::query_scalar("select created_at from tenants where id = $1 for share")
         .bind(tenant.as_str())
@@ -132,13 +149,16 @@ pub async fn replay_live(
     }
     sqlx::query("lock table projector_checkpoints in exclusive mode").execute(&mut *tx).await?;
     let sequence = checkpoint(&mut *tx, &opts.projector).await?;
-    events += staging.fold(js, stream, tenant, Cut::at_seq(sequence), batch, progress).await?;
-    staging.replace_live(&mut tx, tenant).await?;
+    let last = staging.fold(js, stream, tenant, Cut::at_seq(sequence), batch, progress).await?;
+    events += last.events;
+    changed.extend(last.touched);
+    staging.replace_live(&mut tx, tenant, &changed).await?;
     let rows = staging.counts().await?;
     tx.commit().await?;
+    let swap = swap_started.elapsed();
     staging.discard(pool).await?;
     lock.close().await?;
-    Ok(Replayed { events, resumed_from, sequence, rows })
+    Ok(Replayed { events, resumed_from, sequence, rows, changed: changed.len() as u64, swap })
 }
 
 /// Folds the tenant's events up to `cut` into the kept schema
@@ -159,12 +179,12 @@ pub async fn snapshot(
     let head = stream.info().await.map_err(|e| ProjectorError::Stream(e.to_string()))?.state.last_sequence;
     let cut = Cut { until_seq: cut.until_seq.min(head), ..cut };
     let staging = Staging::create(pool, tenant, created_at, &opts.stream).await?;
-    let events = staging.fold(js, &opts.stream, tenant, cut, opts.batch_size, progress).await?;
+    let events = staging.fold(js, &opts.stream, tenant, cut, opts.batch_size, progress).await?.events;
     let sequence = staging.checkpoint().await?;
     let rows = staging.counts().await?;
     staging.into_snapshot(pool, &target, cut, sequence).await?;
     lock.close().await?;
-    Ok(Replayed { events, resumed_from: 0, sequence, rows })
+    Ok(Replayed { events, resumed_from: 0, sequence, rows, changed: 0, swap: Default::default() })
 }
 
 /// The schema a snapshot named `name` lives in.

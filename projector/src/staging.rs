@@ -39,6 +39,17 @@ const CURRENT_COLUMNS: &str = "tenant_id, resource_type, id, version, deleted, l
 const INDEX_COLUMNS: &str = "tenant_id, resource_type, id, seq, param, kind, text_norm, text_exact, system, code, \
                              unit, lo, hi, num, ref_type, ref_id";
 
+/// Resources of one tenant, by type and id.
+pub(crate) type Keys = std::collections::BTreeSet<(String, String)>;
+
+/// What one fold applied.
+#[derive(Debug, Default)]
+pub(crate) struct Folded {
+    pub(crate) events: u64,
+    /// The resources its events were about.
+    pub(crate) touched: Keys,
+}
+
 /// A tenant's staging schema and a connection that writes into it.
 pub(crate) struct Staging {
     pub(crate) schema: String,
@@ -150,7 +161,8 @@ impl Staging {
     }
 
     /// Folds the tenant's events after the staging checkpoint up to `cut`
-    /// into the staging tables; returns how many events it applied.
+    /// into the staging tables; returns how many events it applied and the
+    /// resources they touched.
     pub(crate) async fn fold(
         &self,
         js: &jetstream::Context,
@@ -159,24 +171,57 @@ impl Staging {
         cut: Cut,
         batch_size: usize,
         progress: &(dyn Fn(Step) + Send + Sync),
-    ) -> Result<u64, ProjectorError> {
+    ) -> Result<Folded, ProjectorError> {
+        let mut folded = Folded::default();
         let from = self.checkpoint().await?;
         if from >= cut.until_seq {
-            return Ok(0);
+            return Ok(folded);
         }
         let events = TenantEvents::open(js, stream, tenant, from).await?;
         progress(Step::Reading { pending: events.pending() });
         // Reading and decoding overlap with planning and writing.
         let (tx, mut rx) = mpsc::channel(4);
         let reader = tokio::spawn(events.send(cut, batch_size.max(1), tx));
-        let (mut known, mut applied) = (from, 0);
+        let mut known = from;
         while let Some(batch) = rx.recv().await {
             known = store::apply_batch(&self.pool, CHECKPOINT, &batch.events, batch.max_seq, known).await?;
-            applied += batch.events.len() as u64;
+            folded.events += batch.events.len() as u64;
+            let keys = batch
+                .events
+                .iter()
+                .map(|s| (s.event.resource_type.as_str().to_owned(), s.event.id.as_str().to_owned()));
+            folded.touched.extend(keys);
             progress(Step::Applied(batch.events.len() as u64));
         }
         reader.await.map_err(anyhow::Error::from)??;
-        Ok(applied)
+        Ok(folded)
+    }
+
+    /// The resources whose rows differ between the live model and staging,
+    /// read in one statement (one snapshot), without locks: current rows and
+    /// versions compared column by column (bodies as `jsonb` values), index
+    /// rows per resource by count and a sum of 64-bit row hashes.
+    pub(crate) async fn differing(&self, main: &PgPool, tenant: &TenantId) -> Result<Keys, ProjectorError> {
+        let s = &self.schema;
+        let index = "select resource_type, id, count(*) as n,
+                            sum(hashtextextended(row(seq, param, kind, text_norm, text_exact, system, code, unit, lo, hi,
+                                                     num, ref_type, ref_id)::text, 0)::numeric) as h";
+        let sql = format!(
+            "with lr as (select {CURRENT_COLUMNS} from resources where tenant_id = $1),
+                  sr as (select {CURRENT_COLUMNS} from \"{s}\".resources where tenant_id = $1),
+                  lv as (select {VERSION_COLUMNS} from resource_versions where tenant_id = $1),
+                  sv as (select {VERSION_COLUMNS} from \"{s}\".resource_versions where tenant_id = $1),
+                  li as ({index} from search_values where tenant_id = $1 group by 1, 2),
+                  si as ({index} from \"{s}\".search_values where tenant_id = $1 group by 1, 2)
+             select resource_type, id from lr full join sr using (resource_type, id) where lr is distinct from sr
+             union
+             select resource_type, id from lv full join sv using (resource_type, id, version) where lv is distinct from sv
+             union
+             select resource_type, id from li full join si using (resource_type, id) where li is distinct from si"
+        );
+        let rows: Vec<(String, String)> =
+            sqlx::query_as(AssertSqlSafe(sql)).bind(tenant.as_str()).fetch_all(main).await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Row counts of the staged model.
@@ -191,23 +236,40 @@ impl Staging {
         Ok(Counts { resources: n(resources), live: n(live), versions: n(versions), index_rows: n(index_rows) })
     }
 
-    /// Replaces the tenant's live rows with the staged ones, inside the
-    /// caller's transaction (which decides when readers see the change).
-    pub(crate) async fn replace_live(&self, tx: &mut PgConnection, tenant: &TenantId) -> Result<(), ProjectorError> {
+    /// Replaces the live rows of the resources `keys` with their staged
+    /// rows, inside the caller's transaction (which decides when readers see
+    /// the change).
+    pub(crate) async fn replace_live(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &TenantId,
+        keys: &Keys,
+    ) -> Result<(), ProjectorError> {
         let s = &self.schema;
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
         for table in ["search_values", "resources", "resource_versions"] {
-            sqlx::query(AssertSqlSafe(format!("delete from {table} where tenant_id = $1")))
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "delete from {table} l using unnest($2::text[], $3::text[]) as k(resource_type, id)
+                 where l.tenant_id = $1 and l.resource_type = k.resource_type and l.id = k.id"
+            )))
+            .bind(tenant.as_str())
+            .bind(&types)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         }
         for (table, columns) in
             [("resource_versions", VERSION_COLUMNS), ("resources", CURRENT_COLUMNS), ("search_values", INDEX_COLUMNS)]
         {
             sqlx::query(AssertSqlSafe(format!(
-                "insert into {table} ({columns}) select {columns} from \"{s}\".{table} where tenant_id = $1"
+                "insert into {table} ({columns})
+                 select {columns} from \"{s}\".{table} s
+                 where s.tenant_id = $1
+                   and (s.resource_type, s.id) in (select * from unnest($2::text[], $3::text[]))"
             )))
             .bind(tenant.as_str())
+            .bind(&types)
+            .bind(&ids)
             .execute(&mut *tx)
             .await?;
         }
