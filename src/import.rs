@@ -51,7 +51,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let nats = connect_nats(&args.conn).await?;
     let store = open_store(&args.conn, nats.clone()).await?;
     let registry = projector::TenantRegistry::follow(store.jetstream(), &args.conn.tenant_stream).await?;
-    registry.get(&tenant).await?.with_context(|| format!("tenant '{tenant}' does not exist; create it first"))?;
+    let tenant_state =
+        registry.get(&tenant).await?.with_context(|| format!("tenant '{tenant}' does not exist; create it first"))?;
     let applied = AppliedWatch::follow(&nats, &args.projector_name).await?;
     let commands = Commands::new(store);
     let actor = Actor { sub: "import".into(), client: Some("fhirstream import".into()) };
@@ -70,6 +71,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         args.share.iter().map(|t| ResourceType::parse(t.trim())).collect::<Result<_, _>>().context("--share")?,
     );
     let shared_space = TenantId::shared();
+    // Creates claim their ids against the other side for the types this
+    // import shares (the deployment's full list is a server setting).
+    let claims = Arc::new((
+        command::SharedIds { types: tenant_state.config.reads_from_shared(&share) },
+        command::SharedIds { types: share.to_vec() },
+    ));
 
     let units = futures::stream::iter(files.into_iter().map(|path| {
         let (bar, share) = (bar.clone(), share.clone());
@@ -90,11 +97,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let results = units
         .map(|unit| {
             let (commands, actor, tally, bar) = (&commands, &actor, tally.clone(), bar.clone());
-            let (tenant, shared_space, share) = (&tenant, &shared_space, share.clone());
+            let (tenant, shared_space, share, claims) = (&tenant, &shared_space, share.clone(), claims.clone());
             async move {
                 let unit = unit?;
-                let to = if unit.shared { shared_space } else { tenant };
-                commit(commands, to, actor, unit, chunk, &share, &tally).await;
+                let (to, ids) = if unit.shared { (shared_space, &claims.1) } else { (tenant, &claims.0) };
+                commit(commands, (to, ids), actor, unit, chunk, &share, &tally).await;
                 let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!("{done} resources, {rate:.0}/s"));
@@ -138,7 +145,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 /// import), falls back to one entry at a time so the rest still lands.
 async fn commit(
     commands: &Commands,
-    tenant: &TenantId,
+    (tenant, shared_ids): (&TenantId, &command::SharedIds),
     actor: &Actor,
     unit: Unit,
     chunk: usize,
@@ -147,7 +154,7 @@ async fn commit(
 ) {
     let n = unit.entries.len() as u64;
     match commands
-        .transaction(tenant, actor, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
+        .transaction(tenant, actor, shared_ids, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
         .await
     {
         Ok(outcome) => {
@@ -169,7 +176,9 @@ async fn commit(
             for mut e in again.entries {
                 e.index = 0;
                 match commands
-                    .transaction(tenant, actor, vec![e], &Default::default(), |_| schemas::ResourceId::generate())
+                    .transaction(tenant, actor, shared_ids, vec![e], &Default::default(), |_| {
+                        schemas::ResourceId::generate()
+                    })
                     .await
                 {
                     Ok(outcome) => {

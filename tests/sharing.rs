@@ -247,6 +247,111 @@ async fn a_clinics_base_never_writes_a_shared_resource() {
     assert_eq!(res.status(), 201);
 }
 
+/// Ids are claimed on the stream, so the collision rule holds even when
+/// a clinic and the shared space create the same id at the same moment
+/// (a read-model check would let both through).
+#[tokio::test]
+async fn racing_creates_of_one_id_by_a_clinic_and_the_shared_space_never_both_succeed() {
+    let w = clinics().await;
+    let app = &w.app;
+    let (ta, tb) = (token(&[&w.a], "system/*.*"), token(&[&w.b], "system/*.*"));
+    let writer = token(&["shared"], "system/*.*");
+    let ids: Vec<String> = (0..24).map(|i| format!("race-{i}")).collect();
+    let races = ids.iter().map(|id| {
+        let (ta, writer, a) = (&ta, &writer, &w.a);
+        async move {
+            let body = json!({"resourceType": "Practitioner", "id": id});
+            let (clinic, shared) =
+                tokio::join!(put_as(app, ta, a, body.clone()), put_as(app, writer, "shared", body.clone()));
+            (id.clone(), clinic.status().as_u16(), shared.status().as_u16())
+        }
+    });
+    let outcomes = futures::future::join_all(races).await;
+    let mut shared_won = 0;
+    for (id, clinic, shared) in &outcomes {
+        let mut pair = [*clinic, *shared];
+        pair.sort_unstable();
+        assert_eq!(pair, [201, 409], "{id}: exactly one side creates it (clinic {clinic}, shared {shared})");
+        let in_shared = get_as(app, &writer, "shared", &format!("Practitioner/{id}")).await.status();
+        assert_eq!(in_shared == 200, *shared == 201, "{id}: the shared space holds it only if it won");
+        // Whoever won, clinic a sees exactly one Practitioner under the id.
+        let found: Value =
+            get_as(app, &ta, &w.a, &format!("Practitioner?_id={id}&_total=accurate")).await.json().await.unwrap();
+        assert_eq!(found["total"], 1, "{id}: {found}");
+        if *shared == 201 {
+            shared_won += 1;
+        } else {
+            // Another clinic may use an id a clinic holds; only `shared` may not.
+            let res = put_as(app, &tb, &w.b, json!({"resourceType": "Practitioner", "id": id})).await;
+            assert_eq!(res.status(), 201, "{id}");
+        }
+    }
+    eprintln!("shared won {shared_won} of {} races", outcomes.len());
+}
+
+#[tokio::test]
+async fn two_clinics_may_create_the_same_id_at_the_same_time() {
+    let w = clinics().await;
+    let app = &w.app;
+    let (ta, tb) = (token(&[&w.a], "system/*.*"), token(&[&w.b], "system/*.*"));
+    let races = (0..16).map(|i| {
+        let (ta, tb, ta_name, tb_name) = (&ta, &tb, &w.a, &w.b);
+        async move {
+            let body = json!({"resourceType": "Organization", "id": format!("same-{i}")});
+            let (a, b) = tokio::join!(put_as(app, ta, ta_name, body.clone()), put_as(app, tb, tb_name, body.clone()));
+            (a.status().as_u16(), b.status().as_u16())
+        }
+    });
+    for (a, b) in futures::future::join_all(races).await {
+        assert_eq!((a, b), (201, 201), "ids are unique per tenant, not globally");
+    }
+}
+
+#[tokio::test]
+async fn transactions_obey_the_collision_rule_and_write_nothing_when_refused() {
+    let w = clinics().await;
+    let app = &w.app;
+    let ta = token(&[&w.a], "system/*.*");
+    let writer = token(&["shared"], "system/*.*");
+    let bundle = |entries: Value| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let post = |tok: &str, tenant: &str, body: Value| {
+        app.http
+            .post(app.fhir(tenant, ""))
+            .bearer_auth(tok.to_owned())
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    let before = app.stream_count("fhir.>").await;
+    // Clinic a creates a Patient and, in the same commit, a shared id.
+    let tx = bundle(json!([
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Practitioner", "id": "p1"}, "request": {"method": "PUT", "url": "Practitioner/p1"}},
+    ]));
+    let text = assert_outcome(post(&ta, &w.a, tx).await.unwrap(), 409).await;
+    assert!(text.contains("shared"), "{text}");
+    // The shared space takes, in a commit, an id clinic a holds.
+    let tx = bundle(json!([
+        {"resource": {"resourceType": "Organization", "id": "fresh"}, "request": {"method": "PUT", "url": "Organization/fresh"}},
+        {"resource": {"resourceType": "Practitioner", "id": "own"}, "request": {"method": "PUT", "url": "Practitioner/own"}},
+    ]));
+    let text = assert_outcome(post(&writer, "shared", tx).await.unwrap(), 409).await;
+    assert!(!text.contains(&w.a), "the message names no tenant: {text}");
+    assert_eq!(app.stream_count("fhir.>").await, before, "a refused commit writes nothing");
+    assert_outcome(get_as(app, &writer, "shared", "Organization/fresh").await, 404).await;
+    // Once the shared Practitioner is deleted, the id is free for a clinic.
+    let res = app.http.delete(app.fhir("shared", "Practitioner/p2")).bearer_auth(&writer).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let tx = bundle(json!([
+        {"resource": {"resourceType": "Practitioner", "id": "p2"}, "request": {"method": "PUT", "url": "Practitioner/p2"}},
+    ]));
+    let res = post(&ta, &w.a, tx).await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // ...and then no longer for the shared space.
+    let res = put_as(app, &writer, "shared", json!({"resourceType": "Practitioner", "id": "p2"})).await;
+    assert_outcome(res, 409).await;
+}
+
 fn synthea(n: usize) -> Vec<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/synthea-r4");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();

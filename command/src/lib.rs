@@ -10,12 +10,14 @@ pub mod applied;
 pub mod bundle;
 pub mod decide;
 pub mod resources;
+pub mod shared_ids;
 pub mod store;
 pub mod tenants;
 pub mod transaction;
 
 pub use applied::AppliedWatch;
 pub use resources::{Commands, Written};
+pub use shared_ids::SharedIds;
 pub use store::{EventStore, StreamNames};
 
 use schemas::Version;
@@ -46,6 +48,10 @@ pub enum CommandError {
     /// Another writer changed the resource between our read and our write.
     #[error("the resource was changed concurrently by another request; read it again and retry")]
     Conflict,
+    /// The id belongs to the shared space, or to a tenant that reads this
+    /// type from it (the message names no tenant).
+    #[error("{0}")]
+    IdTaken(String),
     /// The tenant already exists (create) or does not (configure, delete).
     #[error("tenant '{0}' already exists")]
     TenantExists(String),

@@ -12,7 +12,12 @@ use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, T
 
 use crate::CommandError;
 use crate::decide::{Current, Decision, Intent, decide};
-use crate::store::{EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
+use crate::shared_ids::{SharedIds, claim_for_create};
+use crate::store::{BatchMessage, EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
+
+/// How often a PUT without If-Match re-decides after losing an id-claim
+/// race to another tenant (which claims the same id legitimately).
+const CLAIM_RETRIES: usize = 3;
 
 /// The outcome of a write that appended an event.
 #[derive(Debug)]
@@ -48,30 +53,45 @@ impl Commands {
         &self,
         tenant: &TenantId,
         actor: &Actor,
+        shared_ids: &SharedIds,
         rt: ResourceType,
         body: &[u8],
     ) -> Result<Written, CommandError> {
         let resource = parse_resource(body, Expect::Create(rt))?;
         let id = ResourceId::generate();
         let decision = decide(None, Intent::Put { if_match: None })?.context("a create always appends")?;
-        self.append(tenant, actor, rt, id, decision, Some(resource)).await
+        self.append(tenant, actor, shared_ids, rt, id, decision, Some(resource)).await
     }
 
     /// `PUT /{type}/{id}`: updates the resource, or creates it with the
     /// client's id.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         tenant: &TenantId,
         actor: &Actor,
+        shared_ids: &SharedIds,
         rt: ResourceType,
         id: ResourceId,
         body: &[u8],
         if_match: Option<Version>,
     ) -> Result<Written, CommandError> {
         let resource = parse_resource(body, Expect::Update(rt, &id))?;
-        let current = self.current(tenant, rt, &id).await?;
-        let decision = decide(current, Intent::Put { if_match })?.context("a put always appends")?;
-        self.append(tenant, actor, rt, id, decision, Some(resource)).await.map_err(|e| lost_race(e, if_match))
+        let mut resource = Some(resource);
+        let mut attempt = 0;
+        loop {
+            let current = self.current(tenant, rt, &id).await?;
+            let decision = decide(current, Intent::Put { if_match })?.context("a put always appends")?;
+            let claimed = decision.op == EventOp::Create && shared_ids.covers(rt);
+            // Keep a copy only while a lost claim race may be retried.
+            let body = if claimed && attempt < CLAIM_RETRIES { resource.clone() } else { resource.take() };
+            match self.append(tenant, actor, shared_ids, rt, id.clone(), decision, body).await {
+                Err(CommandError::Conflict) if claimed && if_match.is_none() && attempt < CLAIM_RETRIES => {
+                    attempt += 1;
+                }
+                other => return other.map_err(|e| lost_race(e, if_match)),
+            }
+        }
     }
 
     /// `DELETE /{type}/{id}`: `Ok(None)` when there was nothing to delete.
@@ -87,7 +107,10 @@ impl Commands {
         let Some(decision) = decide(current, Intent::Delete { if_match })? else {
             return Ok(None);
         };
-        let written = self.append(tenant, actor, rt, id, decision, None).await.map_err(|e| lost_race(e, if_match))?;
+        let written = self
+            .append(tenant, actor, &SharedIds::none(), rt, id, decision, None)
+            .await
+            .map_err(|e| lost_race(e, if_match))?;
         Ok(Some(written))
     }
 
@@ -105,10 +128,12 @@ impl Commands {
         current_of(&last).map(Some)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn append(
         &self,
         tenant: &TenantId,
         actor: &Actor,
+        shared_ids: &SharedIds,
         rt: ResourceType,
         id: ResourceId,
         decision: Decision,
@@ -138,7 +163,26 @@ impl Commands {
         let payload = serde_json::to_vec(&event).context("serialize the event")?;
         let headers = [(VERSION_HEADER, decision.version.to_string()), (OP_HEADER, op_str(decision.op).to_owned())];
         let subject = resource_subject(tenant, rt, &event.id);
-        let seq = self.store.append(subject, event.event_id, decision.expected_seq, &headers, payload).await?;
+        let claim = match decision.op {
+            EventOp::Create => claim_for_create(&self.store, tenant, shared_ids, rt, &event.id).await?,
+            _ => None,
+        };
+        let seq = match claim {
+            None => self.store.append(subject, event.event_id, decision.expected_seq, &headers, payload).await?,
+            Some(claim) => {
+                // The resource and its id claim land together or not at all.
+                let resource = BatchMessage {
+                    subject,
+                    event_id: event.event_id,
+                    expected_seq: decision.expected_seq,
+                    headers: headers.into_iter().collect(),
+                    payload,
+                };
+                let seqs =
+                    self.store.append_batch(&event.commit.id.simple().to_string(), vec![resource, claim]).await?;
+                seqs.first().copied().context("a committed batch has sequences")?
+            }
+        };
         Ok(Written {
             resource_type: event.resource_type,
             id: event.id,

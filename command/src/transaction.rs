@@ -17,6 +17,7 @@ use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, T
 use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
 use crate::decide::{Current, Intent, decide};
 use crate::resources::{current_of, op_str, stamp};
+use crate::shared_ids::{SharedIds, claim_for_create};
 use crate::store::{BatchMessage, EventStore, OP_HEADER, VERSION_HEADER};
 use crate::{CommandError, Commands, Written};
 
@@ -89,6 +90,7 @@ impl Commands {
         &self,
         tenant: &TenantId,
         actor: &Actor,
+        shared_ids: &SharedIds,
         entries: Vec<Entry>,
         read_model: &ReadModelMatches,
         new_id: impl FnMut(&Entry) -> ResourceId,
@@ -174,6 +176,7 @@ impl Commands {
         let at = now();
         let count_events = decided.len() as u32;
         let mut messages = Vec::with_capacity(decided.len() + claims.len());
+        let mut id_claims = Vec::new();
         // Per written entry, in commit order: (entry index, op, result).
         let mut written: Vec<(usize, EventOp, Written)> = Vec::with_capacity(decided.len());
         for (k, (p, current, last, decision)) in decided.into_iter().enumerate() {
@@ -211,6 +214,10 @@ impl Commands {
                 resource,
             };
             let payload = serde_json::to_vec(&event).context("serialize the event").map_err(|e| fail(i)(e.into()))?;
+            if decision.op == EventOp::Create {
+                let claim = claim_for_create(store, tenant, shared_ids, event.resource_type, &event.id);
+                id_claims.extend(claim.await.map_err(fail(i))?);
+            }
             messages.push(BatchMessage {
                 subject: resource_subject(tenant, event.resource_type, &event.id),
                 event_id: event.event_id,
@@ -232,6 +239,9 @@ impl Commands {
             };
             written.push((i, decision.op, w));
         }
+        // Claims follow the resource events, so the commit's resource events
+        // keep the first sequences.
+        messages.extend(id_claims);
         for (index, subject, seq) in claims {
             let Some((_, _, w)) = written.iter().find(|(i, ..)| *i == index) else { continue };
             let payload = json!({

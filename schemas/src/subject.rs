@@ -62,6 +62,17 @@ pub fn identifier_claim_subject(tenant: &TenantId, rt: ResourceType, system: &st
     format!("fhir.{tenant}.{rt}._key.{hex}")
 }
 
+/// The subject of an id claim: `fhir._ids.{Type}._id.{id-token}`.
+/// Creates of a shareable type, in the shared space or in a tenant that
+/// reads that type from it, claim the id here in the same atomic batch as
+/// the resource, so a tenant and the shared space can never both create
+/// `Type/id` (the collision rule of DESIGN section 6). `_ids` is no valid
+/// tenant name, so no tenant's filter or permission ever matches it, and
+/// with five tokens no resource filter does either.
+pub fn id_claim_subject(rt: ResourceType, id: &ResourceId) -> String {
+    format!("fhir._ids.{rt}._id.{}", id_token(id))
+}
+
 /// Subjects of resource events only (exactly four tokens).
 pub const RESOURCE_EVENT_SUBJECTS: &str = "fhir.*.*.*";
 
@@ -122,6 +133,16 @@ mod tests {
         let s = resource_subject(&t, rt, &id);
         assert!(!s.contains(['*', '>', ' ', '\t', '\n']));
         assert_eq!(s, "fhir.a-1.Observation.x_y");
+    }
+
+    #[test]
+    fn id_claims_match_no_tenant_filter_and_no_resource_filter() {
+        let (_, rt, id) = addr("acme", "Practitioner", "p.1");
+        let s = id_claim_subject(rt, &id);
+        assert_eq!(s, "fhir._ids.Practitioner._id.p_1");
+        assert!(TenantId::parse("_ids").is_err(), "the claim space must not be a tenant name");
+        assert!(parse_resource_subject(&s).is_err());
+        assert_eq!(s.split('.').count(), 5);
     }
 
     #[test]

@@ -123,6 +123,17 @@ impl TenantConfig {
     pub fn allows(&self, resource_type: &str) -> bool {
         self.allowed_types.as_ref().is_none_or(|types| types.iter().any(|t| t == resource_type))
     }
+
+    /// Which of the deployment's shareable types this tenant reads from the
+    /// shared space: those it may use and has not opted out of.
+    pub fn reads_from_shared(&self, shareable: &[crate::ResourceType]) -> Vec<crate::ResourceType> {
+        shareable
+            .iter()
+            .copied()
+            .filter(|rt| self.allows(rt.as_str()))
+            .filter(|rt| self.shared_reads.as_ref().is_none_or(|only| only.iter().any(|t| t == rt.as_str())))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +167,19 @@ mod tests {
         let bad = TenantConfig { allowed_types: Some(vec!["Patient".into(), "Nope".into()]), ..Default::default() };
         assert!(bad.validate().unwrap_err().contains("Nope"));
         assert!(TenantConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_tenant_reads_the_shareable_types_it_may_use_and_did_not_opt_out_of() {
+        let rt = |s: &str| crate::ResourceType::parse(s).unwrap();
+        let shareable = [rt("Practitioner"), rt("Organization"), rt("Location")];
+        assert_eq!(TenantConfig::default().reads_from_shared(&shareable), shareable.to_vec());
+        let cfg = TenantConfig {
+            allowed_types: Some(vec!["Patient".into(), "Practitioner".into(), "Location".into()]),
+            shared_reads: Some(vec!["Practitioner".into(), "Organization".into()]),
+            ..Default::default()
+        };
+        assert_eq!(cfg.reads_from_shared(&shareable), vec![rt("Practitioner")]);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl From<CommandError> for ApiError {
                 Self::PreconditionFailed("If-Match does not name a current version of this resource".into())
             }
             CommandError::Conflict => Self::Conflict(e.to_string()),
+            CommandError::IdTaken(m) => Self::Conflict(m),
             CommandError::TenantExists(_) => Self::Conflict(e.to_string()),
             CommandError::TenantNotFound(_) => Self::NotFound(e.to_string()),
             CommandError::TooLarge(msg) => Self::PayloadTooLarge(msg),

@@ -28,6 +28,13 @@ impl InTenant {
     pub(super) fn reads_shared(&self, rt: ResourceType) -> bool {
         self.shared_reads.contains(&rt)
     }
+
+    /// The types whose creates claim their id against the other side: for
+    /// the shared space every shareable type, for a tenant those it reads.
+    pub(super) fn shared_ids(&self, shareable: &[ResourceType]) -> command::SharedIds {
+        let types = if self.tenant.is_shared() { shareable.to_vec() } else { self.shared_reads.clone() };
+        command::SharedIds { types }
+    }
 }
 
 /// `/{tenant}/{type}`.
@@ -85,12 +92,7 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
     if let Some(limit) = state.config.max_body_bytes {
         parts.extensions.insert(TenantBodyLimit(limit));
     }
-    let shared_reads = shareable
-        .iter()
-        .copied()
-        .filter(|rt| state.config.allows(rt.as_str()))
-        .filter(|rt| state.config.shared_reads.as_ref().is_none_or(|only| only.iter().any(|t| t == rt.as_str())))
-        .collect();
+    let shared_reads = state.config.reads_from_shared(shareable);
     Ok((InTenant { tenant, state, shared_reads }, params))
 }
 

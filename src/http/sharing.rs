@@ -51,38 +51,3 @@ pub(super) async fn refuse_shadowing(
     }
     Ok(())
 }
-
-/// 409 when a write to the shared space would give `rt/id` to a resource
-/// that a tenant reading `rt` from the shared space already holds (the
-/// collision seen from the other side).
-pub(super) async fn refuse_claimed_id(
-    state: &AppState,
-    t: &InTenant,
-    rt: ResourceType,
-    id: &ResourceId,
-) -> Result<(), ApiError> {
-    if !t.tenant.is_shared() {
-        return Ok(());
-    }
-    let Some(admin) = &state.admin else { return Ok(()) };
-    let holders: Vec<String> = sqlx::query_scalar(
-        "select tenant_id from resources where resource_type = $1 and id = $2 and not deleted and tenant_id <> 'shared'",
-    )
-    .bind(rt.as_str())
-    .bind(id.as_str())
-    .fetch_all(&admin.pool)
-    .await
-    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    for holder in holders {
-        let Ok(tenant) = schemas::TenantId::parse(&holder) else { continue };
-        let Some(ts) = state.tenants.get(&tenant).await? else { continue };
-        let reads = ts.config.allows(rt.as_str())
-            && ts.config.shared_reads.as_ref().is_none_or(|only| only.iter().any(|x| x == rt.as_str()));
-        if reads {
-            return Err(ApiError::Conflict(format!(
-                "{rt}/{id} is already used by a tenant that reads {rt} from the shared space; choose another id"
-            )));
-        }
-    }
-    Ok(())
-}

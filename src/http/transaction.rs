@@ -76,7 +76,9 @@ async fn run(
         }
     }
     let matches = read_model_matches(state, &t.tenant, &entries).await?;
-    Ok(state.commands()?.transaction(&t.tenant, &caller.actor, entries, &matches, |_| ResourceId::generate()).await)
+    let shared_ids = t.shared_ids(&state.settings.shareable);
+    let commands = state.commands()?;
+    Ok(commands.transaction(&t.tenant, &caller.actor, &shared_ids, entries, &matches, |_| ResourceId::generate()).await)
 }
 
 /// The error of a single request that ran as a one-entry transaction.

@@ -29,7 +29,8 @@ pub(super) async fn create(
         let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
         return super::transaction::conditional_create(state, target, caller, headers, &body, &criteria).await;
     }
-    let written = state.commands()?.create(&target.t.tenant, &caller.actor, target.rt, &body).await?;
+    let shared_ids = target.t.shared_ids(&state.settings.shareable);
+    let written = state.commands()?.create(&target.t.tenant, &caller.actor, &shared_ids, target.rt, &body).await?;
     let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);
     let mut res = respond(&state, &headers, StatusCode::CREATED, written).await;
     set_location(&mut res, &location, true);
@@ -46,12 +47,12 @@ pub(super) async fn update(
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Update)?;
     super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
-    super::sharing::refuse_claimed_id(&state, &target.t, target.rt, &target.id).await?;
     check_resource_size(&state, body.len())?;
     let if_match = if_match(&headers)?;
+    let shared_ids = target.t.shared_ids(&state.settings.shareable);
     let written = state
         .commands()?
-        .update(&target.t.tenant, &caller.actor, target.rt, target.id.clone(), &body, if_match)
+        .update(&target.t.tenant, &caller.actor, &shared_ids, target.rt, target.id.clone(), &body, if_match)
         .await?;
     let status = if written.version.get() == 1 { StatusCode::CREATED } else { StatusCode::OK };
     let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);

@@ -335,7 +335,7 @@ pub fn event_schema_errors(event: &Value) -> Vec<String> {
     let validator = match event["schema"].as_str() {
         Some("fhirstream.resource-event/1") => resource,
         Some("fhirstream.tenant-event/1") => tenant,
-        Some("fhirstream.identifier-claim/1") => return Vec::new(),
+        Some("fhirstream.identifier-claim/1" | "fhirstream.id-claim/1") => return Vec::new(),
         other => return vec![format!("unknown schema {other:?}")],
     };
     validator.iter_errors(event).map(|e| e.to_string()).collect()
