@@ -3,8 +3,10 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use query::VersionRow;
+use query::history::Change;
 use schemas::event::instant;
+
+use super::ApiError;
 
 #[derive(Serialize)]
 pub(super) struct Link {
@@ -47,15 +49,15 @@ pub(super) struct Bundle {
     entry: Vec<Entry>,
 }
 
-/// A `history` Bundle of one resource's versions (newest first).
-/// `resource_url` is the resource's absolute URL without `_history`.
+/// A `history` Bundle of versions (newest first). `base` is the tenant's
+/// base URL; `tag` marks every resource as served from the shared space.
 pub(super) fn history(
-    resource_url: &str,
-    relative: &str,
+    base: &str,
     total: u64,
     links: Vec<Link>,
-    rows: Vec<VersionRow>,
-) -> Bundle {
+    rows: Vec<Change>,
+    tag: bool,
+) -> Result<Bundle, ApiError> {
     let entry = rows
         .into_iter()
         .map(|row| {
@@ -64,13 +66,22 @@ pub(super) fn history(
                 "create" => ("PUT", "201 Created"),
                 _ => ("PUT", "200 OK"),
             };
-            Entry {
-                full_url: resource_url.to_owned(),
-                resource: row.resource.and_then(|r| RawValue::from_string(r).ok()),
-                request: Request { method, url: relative.to_owned() },
-                response: EntryResponse { status, etag: row.version.etag(), last_modified: instant(&row.last_updated) },
-            }
+            let relative = format!("{}/{}", row.resource_type, row.id);
+            let resource = match row.resource {
+                Some(r) if tag => Some(super::sharing::tagged(&r)?),
+                r => r,
+            };
+            Ok(Entry {
+                full_url: format!("{base}/{relative}"),
+                resource: resource.and_then(|r| RawValue::from_string(r).ok()),
+                request: Request { method, url: relative },
+                response: EntryResponse {
+                    status,
+                    etag: format!("W/\"{}\"", row.version),
+                    last_modified: instant(&row.last_updated),
+                },
+            })
         })
-        .collect();
-    Bundle { resource_type: "Bundle", r#type: "history", total, link: links, entry }
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Bundle { resource_type: "Bundle", r#type: "history", total, link: links, entry })
 }

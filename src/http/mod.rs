@@ -137,7 +137,7 @@ pub fn router(state: SharedState) -> Router {
             "/fhir/{tenant}/{rtype}/{id}",
             get(read::read).put(write::update).delete(write::delete).patch(transaction::patch),
         )
-        .route("/fhir/{tenant}/{rtype}/{id}/_history", get(read::history))
+        .route("/fhir/{tenant}/{rtype}/{id}/_history", get(history::instance_history))
         .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread))
         .route("/admin/tenants", get(admin::list).post(admin::create))
         .route("/admin/tenants/{tenant}", get(admin::get).put(admin::configure).delete(admin::delete))

@@ -1,7 +1,7 @@
 //! Read, vread and instance history.
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use query::ReadResult;
@@ -9,14 +9,9 @@ use schemas::scope::Interaction;
 
 use super::auth::Caller;
 
-use super::bundle::{self, Link};
 use super::extract::{InstanceTarget, VersionTarget};
 use super::response::{fhir_json, version_headers};
-use super::search::query_pairs;
 use super::{ApiError, SharedState};
-
-const DEFAULT_HISTORY_COUNT: u32 = 100;
-const MAX_HISTORY_COUNT: u32 = 1000;
 
 /// The one "not found" of an instance: identical whether the id never
 /// existed or exists only in another tenant.
@@ -89,56 +84,6 @@ pub(super) async fn vread(
     };
     version_headers(res.headers_mut(), v.version, &v.last_updated);
     Ok(res)
-}
-
-/// `GET /fhir/{tenant}/{type}/{id}/_history`: newest first.
-pub(super) async fn history(
-    State(state): State<SharedState>,
-    target: InstanceTarget,
-    caller: Caller,
-    uri: Uri,
-) -> Result<Response, ApiError> {
-    caller.require(target.rt, Interaction::Read)?;
-    // Read by hand, not with `Query`: its rejections are plain text, and a
-    // repeated `_count` takes the last value, as in searches.
-    let count_param = query_pairs(uri.query().unwrap_or_default().as_bytes())
-        .into_iter()
-        .rfind(|(k, _)| k == "_count")
-        .map(|(_, v)| v);
-    let count = match count_param.as_deref() {
-        None => DEFAULT_HISTORY_COUNT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .map_err(|_| ApiError::Invalid(format!("_count '{raw}' is not a non-negative integer"), None))?
-            .min(MAX_HISTORY_COUNT),
-    };
-    let queries = state.queries()?;
-    // The shared space answers for a resource the tenant does not have.
-    let owner = match queries.read(&target.t.tenant, target.rt, &target.id).await? {
-        None if target.t.reads_shared(target.rt) => schemas::TenantId::shared(),
-        _ => target.t.tenant.clone(),
-    };
-    let mut rows = queries.history(&owner, target.rt, &target.id, count).await?;
-    if owner != target.t.tenant {
-        for v in &mut rows {
-            v.resource = v.resource.as_deref().map(super::sharing::tagged).transpose()?;
-        }
-    }
-    // Versions are contiguous from 1, so the newest version is the total;
-    // with _count=0 the total needs the newest version all the same.
-    let total = match rows.first() {
-        Some(newest) => newest.version.get(),
-        None => match queries.read(&owner, target.rt, &target.id).await? {
-            Some(ReadResult::Live(v) | ReadResult::Deleted(v)) => v.version.get(),
-            None => return Err(not_found(&target)),
-        },
-    };
-    let relative = format!("{}/{}", target.rt, target.id);
-    let url = format!("{}/fhir/{}/{relative}", state.settings.base_url, target.t.tenant);
-    let links = vec![Link { relation: "self", url: format!("{url}/_history?_count={count}") }];
-    let bundle = bundle::history(&url, &relative, total, links, rows);
-    let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(fhir_json(StatusCode::OK, body))
 }
 
 impl ApiError {
