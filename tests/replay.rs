@@ -359,6 +359,68 @@ async fn a_snapshot_until_a_time_between_two_updates_holds_the_version_current_t
 }
 
 #[tokio::test]
+async fn the_api_serves_a_snapshot_read_only_and_only_to_its_own_tenant() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant("sa").await, app.tenant("sb").await);
+    let first: Value = app.put(&a, "Patient/x", &patient("x", "1950-05-05")).await.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let second: Value = app.put(&a, "Patient/x", &patient("x", "1960-06-06")).await.json().await.unwrap();
+    app.put(&a, "Patient/y", &patient("y", "1980-08-08")).await;
+    let stamp = |v: &Value| chrono::DateTime::parse_from_rfc3339(v["meta"]["lastUpdated"].as_str().unwrap()).unwrap();
+    let (t1, t2) = (stamp(&first), stamp(&second));
+    let until = (t1 + (t2 - t1) / 2).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    replay(&app, &a, &["--until", &until, "--into", "then"]).await;
+
+    let snap = |path: &str| format!("_snapshot/then/{path}");
+    let res = app.get(&a, &snap("Patient/x")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "W/\"1\"");
+    let x: Value = res.json().await.unwrap();
+    assert_eq!(x["birthDate"], "1950-05-05", "the version current then");
+    support::assert_outcome(app.get(&a, &snap("Patient/y")).await, 404).await;
+    let found: Value = app.get(&a, &snap("Patient?birthdate=1950-05-05")).await.json().await.unwrap();
+    assert_eq!(found["total"], 1, "{found}");
+    let url = found["entry"][0]["fullUrl"].as_str().unwrap();
+    assert!(url.ends_with(&format!("/fhir/{a}/_snapshot/then/Patient/x")), "{url}");
+    let found: Value = app.get(&a, &snap("Patient?birthdate=1960-06-06")).await.json().await.unwrap();
+    assert_eq!(found["total"], 0, "the live model's version is not in the snapshot");
+    let history: Value = app.get(&a, &snap("Patient/x/_history")).await.json().await.unwrap();
+    assert_eq!(history["total"], 1);
+    assert_eq!(app.get(&a, &snap("Patient/x/_history/1")).await.status(), 200);
+    support::assert_outcome(app.get(&a, &snap("Patient/x/_history/2")).await, 404).await;
+    // The live model is untouched.
+    let live: Value = app.get(&a, "Patient/x").await.json().await.unwrap();
+    assert_eq!(live["birthDate"], "1960-06-06");
+
+    // Read-only: every write is refused and writes nothing.
+    let before = app.stream_count("fhir.>").await;
+    let url = app.fhir(&a, &snap("Patient/x"));
+    let res = app.authed(app.http.put(&url)).json(&patient("x", "2000-01-01")).send().await.unwrap();
+    support::assert_outcome(res, 405).await;
+    let res = app.authed(app.http.delete(&url)).send().await.unwrap();
+    support::assert_outcome(res, 405).await;
+    let res = app.authed(app.http.post(app.fhir(&a, &snap("Patient")))).json(&patient("z", "2000-01-01"));
+    support::assert_outcome(res.send().await.unwrap(), 405).await;
+    assert_eq!(app.stream_count("fhir.>").await, before);
+
+    // Another tenant cannot address it: the same 404 as a snapshot that
+    // does not exist, and its own data never comes from it.
+    let theirs = support::assert_outcome(app.get(&b, &snap("Patient/x")).await, 404).await;
+    let none = support::assert_outcome(app.get(&a, "_snapshot/never/Patient/x").await, 404).await;
+    assert_eq!(theirs, none);
+    support::assert_outcome(app.get(&b, &snap("Patient?birthdate=1950-05-05")).await, 404).await;
+    support::assert_outcome(app.get(&a, "_snapshot/Bad-Name/Patient/x").await, 404).await;
+    // Row-level security guards the snapshot's tables as it does the live ones.
+    let pool = app.db.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("set local role fhirstream_reader").execute(&mut *tx).await.unwrap();
+    sqlx::query("select set_config('app.tenant', $1, true)").bind(&b).execute(&mut *tx).await.unwrap();
+    let seen: i64 =
+        sqlx::query_scalar("select count(*) from snapshot_then.resources").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(seen, 0, "tenant b's transaction sees none of a's snapshot rows");
+}
+
+#[tokio::test]
 async fn a_replay_killed_midway_resumes_from_its_staging_checkpoint() {
     let app = TestApp::spawn().await;
     let t = app.tenant("resume").await;

@@ -189,12 +189,9 @@ pub async fn snapshot(
 
 /// The schema a snapshot named `name` lives in.
 pub fn snapshot_schema(name: &str) -> Result<String, ProjectorError> {
-    let ok = (1..=54).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !ok {
-        return Err(ProjectorError::InvalidSnapshotName(name.chars().take(80).collect()));
-    }
-    Ok(format!("snapshot_{name}"))
+    let name = schemas::SnapshotName::parse(name)
+        .map_err(|_| ProjectorError::InvalidSnapshotName(name.chars().take(80).collect()))?;
+    Ok(name.schema())
 }
 
 /// Compares the tenant's live read model with the fold of its events.

@@ -278,7 +278,9 @@ impl Staging {
 
     /// Turns the staging schema into the kept snapshot schema `target`
     /// (replacing an older one of that name in the same transaction, so the
-    /// name always holds a whole snapshot), made crash-safe (logged).
+    /// name always holds a whole snapshot), made crash-safe (logged), and
+    /// readable by the query role under the same row-level security as the
+    /// live tables, so the API can serve it.
     pub(crate) async fn into_snapshot(
         self,
         main: &PgPool,
@@ -296,7 +298,20 @@ impl Staging {
              alter table \"{target}\".resources set logged;
              alter table \"{target}\".search_values set logged;
              alter table \"{target}\".projector_checkpoints set logged;
-             alter table \"{target}\".replay_meta set logged;"
+             alter table \"{target}\".replay_meta set logged;
+             grant usage on schema \"{target}\" to fhirstream_reader;
+             grant select on \"{target}\".resources, \"{target}\".resource_versions,
+                 \"{target}\".search_values, \"{target}\".replay_meta to fhirstream_reader;
+             alter table \"{target}\".resources enable row level security;
+             alter table \"{target}\".resource_versions enable row level security;
+             alter table \"{target}\".search_values enable row level security;
+             create policy tenant_rows on \"{target}\".resources for select to fhirstream_reader
+                 using (tenant_id = current_setting('app.tenant', true));
+             create policy tenant_rows on \"{target}\".resource_versions for select to fhirstream_reader
+                 using (tenant_id = current_setting('app.tenant', true));
+             create policy tenant_rows on \"{target}\".search_values for select to fhirstream_reader
+                 using (tenant_id = current_setting('app.tenant', true));
+             create index on \"{target}\".resources (tenant_id, resource_type, last_updated);"
         );
         sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
         sqlx::query(AssertSqlSafe(format!(

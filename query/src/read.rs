@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor as _, PgPool, Postgres, Row as _, Transaction};
+use sqlx::{AssertSqlSafe, Executor as _, PgPool, Postgres, Row as _, Transaction};
 
-use schemas::{ResourceId, ResourceType, TenantId, Version};
+use schemas::{ResourceId, ResourceType, SnapshotName, TenantId, Version};
 
 use crate::QueryError;
 
@@ -36,6 +36,8 @@ pub enum ReadResult {
 #[derive(Clone)]
 pub struct Queries {
     pool: PgPool,
+    /// A kept snapshot whose tables answer instead of the live ones.
+    snapshot: Option<SnapshotName>,
 }
 
 /// The role every query-side connection runs as: it owns no table, cannot
@@ -58,7 +60,32 @@ impl Queries {
             })
             .connect(database_url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, snapshot: None })
+    }
+
+    /// The same queries, answered from a kept snapshot instead of the live
+    /// read model (check [`Self::snapshot_tenant`] first).
+    pub fn in_snapshot(&self, snapshot: SnapshotName) -> Self {
+        Self { pool: self.pool.clone(), snapshot: Some(snapshot) }
+    }
+
+    /// The tenant a snapshot was built for, and the time it was cut at (if
+    /// cut by time); `None` when there is no such snapshot.
+    pub async fn snapshot_tenant(
+        &self,
+        snapshot: &SnapshotName,
+    ) -> Result<Option<(String, Option<DateTime<Utc>>)>, QueryError> {
+        let meta = format!("\"{}\".replay_meta", snapshot.schema());
+        let exists: Option<String> =
+            sqlx::query_scalar("select to_regclass($1)::text").bind(&meta).fetch_one(&self.pool).await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let row: Option<(String, Option<DateTime<Utc>>)> =
+            sqlx::query_as(AssertSqlSafe(format!("select tenant, until_time from {meta} limit 1")))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row)
     }
 
     /// The reader pool (every connection runs as `fhirstream_reader`).
@@ -87,6 +114,14 @@ impl Queries {
             .bind(types.join(","))
             .execute(&mut *tx)
             .await?;
+        if let Some(s) = &self.snapshot {
+            // Unqualified names now find the snapshot's tables first; the
+            // read functions stay in `public`.
+            sqlx::query("select set_config('search_path', $1, true)")
+                .bind(format!("\"{}\", public", s.schema()))
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(tx)
     }
 
@@ -97,12 +132,14 @@ impl Queries {
         rt: ResourceType,
         id: &ResourceId,
     ) -> Result<Option<ReadResult>, QueryError> {
-        let row = sqlx::query("select * from fhirstream_read($1, $2, $3)")
+        let query = sqlx::query("select * from fhirstream_read($1, $2, $3)")
             .bind(tenant.as_str())
             .bind(rt.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+            .bind(id.as_str());
+        let row = match self.snapshot {
+            None => query.fetch_optional(&self.pool).await?,
+            Some(_) => query.fetch_optional(&mut *self.begin(tenant).await?).await?,
+        };
         let Some(row) = row else { return Ok(None) };
         let v = version_row(&row)?;
         Ok(Some(if v.is_delete() { ReadResult::Deleted(v) } else { ReadResult::Live(v) }))
@@ -116,32 +153,16 @@ impl Queries {
         id: &ResourceId,
         version: Version,
     ) -> Result<Option<VersionRow>, QueryError> {
-        let row = sqlx::query("select * from fhirstream_vread($1, $2, $3, $4)")
+        let query = sqlx::query("select * from fhirstream_vread($1, $2, $3, $4)")
             .bind(tenant.as_str())
             .bind(rt.as_str())
             .bind(id.as_str())
-            .bind(version.get() as i64)
-            .fetch_optional(&self.pool)
-            .await?;
+            .bind(version.get() as i64);
+        let row = match self.snapshot {
+            None => query.fetch_optional(&self.pool).await?,
+            Some(_) => query.fetch_optional(&mut *self.begin(tenant).await?).await?,
+        };
         row.as_ref().map(version_row).transpose()
-    }
-
-    /// A resource's versions, newest first, at most `count`.
-    pub async fn history(
-        &self,
-        tenant: &TenantId,
-        rt: ResourceType,
-        id: &ResourceId,
-        count: u32,
-    ) -> Result<Vec<VersionRow>, QueryError> {
-        let rows = sqlx::query("select * from fhirstream_history($1, $2, $3, $4)")
-            .bind(tenant.as_str())
-            .bind(rt.as_str())
-            .bind(id.as_str())
-            .bind(i64::from(count))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(version_row).collect()
     }
 }
 

@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{HeaderMap, header, request::Parts};
 
 use projector::TenantState;
-use schemas::{ResourceId, ResourceType, TenantId, Version};
+use schemas::{ResourceId, ResourceType, SnapshotName, TenantId, Version};
 
 use super::auth::Caller;
 use super::{ApiError, SharedState};
@@ -19,11 +19,22 @@ pub(super) struct InTenant {
     pub(super) tenant: TenantId,
     pub(super) state: TenantState,
     /// The shared types this tenant reads beside its own (none for the
-    /// shared space itself).
+    /// shared space itself, nor in a snapshot).
     pub(super) shared_reads: Vec<ResourceType>,
+    /// A kept snapshot of this tenant that answers instead of the live
+    /// read model (`/fhir/{tenant}/_snapshot/{name}/...`, read-only).
+    pub(super) snapshot: Option<SnapshotName>,
 }
 
 impl InTenant {
+    /// The FHIR base URL the request was made against.
+    pub(super) fn base_url(&self, server: &str) -> String {
+        match &self.snapshot {
+            Some(s) => format!("{server}/fhir/{}/_snapshot/{s}", self.tenant),
+            None => format!("{server}/fhir/{}", self.tenant),
+        }
+    }
+
     /// Whether a resource of `rt` missing here is looked up in `shared`.
     pub(super) fn reads_shared(&self, rt: ResourceType) -> bool {
         self.shared_reads.contains(&rt)
@@ -86,14 +97,32 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
             updated_at: chrono::DateTime::UNIX_EPOCH,
             seq: 0,
         };
-        return Ok((InTenant { tenant, state, shared_reads: Vec::new() }, params));
+        return Ok((InTenant { tenant, state, shared_reads: Vec::new(), snapshot: None }, params));
     }
-    let state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
-    if let Some(limit) = state.config.max_body_bytes {
+    let tenant_state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+    if let Some(limit) = tenant_state.config.max_body_bytes {
         parts.extensions.insert(TenantBodyLimit(limit));
     }
-    let shared_reads = state.config.reads_from_shared(shareable);
-    Ok((InTenant { tenant, state, shared_reads }, params))
+    if let Some(raw) = params.get("snapshot") {
+        let snapshot = owned_snapshot(state, &tenant, raw).await?;
+        return Ok((
+            InTenant { tenant, state: tenant_state, shared_reads: Vec::new(), snapshot: Some(snapshot) },
+            params,
+        ));
+    }
+    let shared_reads = tenant_state.config.reads_from_shared(shareable);
+    Ok((InTenant { tenant, state: tenant_state, shared_reads, snapshot: None }, params))
+}
+
+/// A snapshot of `tenant`: one that does not exist and one built for
+/// another tenant are the same 404.
+async fn owned_snapshot(state: &SharedState, tenant: &TenantId, raw: &str) -> Result<SnapshotName, ApiError> {
+    let unknown = || ApiError::NotFound("unknown snapshot".into());
+    let name = SnapshotName::parse(raw).map_err(|_| unknown())?;
+    match state.queries()?.snapshot_tenant(&name).await? {
+        Some((owner, _)) if owner == tenant.as_str() => Ok(name),
+        _ => Err(unknown()),
+    }
 }
 
 fn resource_type(t: &InTenant, params: &HashMap<String, String>) -> Result<ResourceType, ApiError> {

@@ -40,7 +40,7 @@ pub(super) async fn instance_history(
     caller.require(target.rt, Interaction::Read)?;
     // A malformed request is a 400 whether or not the resource exists.
     let params = params(&uri)?;
-    let queries = state.queries()?;
+    let queries = state.reads(&target.t)?;
     let (tenant, rt, id) = (&target.t.tenant, target.rt, &target.id);
     let owner = match queries.read(tenant, rt, id).await? {
         Some(_) => tenant.clone(),
@@ -149,10 +149,10 @@ async fn listing(
         let seq = pos.keys.first().cloned().flatten().and_then(|s| s.parse::<i64>().ok());
         filter.before_seq = Some(seq.ok_or(query::search::SearchError::BadCursor)?);
     }
-    let (mut rows, total) = state.queries()?.changes(&scope.owner, &filter, i64::from(count) + 1).await?;
+    let (mut rows, total) = state.reads(t)?.changes(&scope.owner, &filter, i64::from(count) + 1).await?;
     let more = rows.len() > count as usize;
     rows.truncate(count as usize);
-    let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
+    let base = t.base_url(&state.settings.base_url);
     let url = format!("{base}/{path}");
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in &echoed {

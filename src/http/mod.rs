@@ -105,6 +105,16 @@ impl AppState {
         self.queries.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node does not serve reads".into()))
     }
 
+    /// The queries that answer a request: the live read model, or the
+    /// tenant's snapshot the URL names.
+    fn reads(&self, t: &extract::InTenant) -> Result<Queries, ApiError> {
+        let q = self.queries()?;
+        Ok(match &t.snapshot {
+            Some(s) => q.in_snapshot(s.clone()),
+            None => q.clone(),
+        })
+    }
+
     /// The absolute URL of a resource version.
     fn version_url(
         &self,
@@ -139,6 +149,16 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/fhir/{tenant}/{rtype}/{id}/_history", get(history::instance_history))
         .route("/fhir/{tenant}/{rtype}/{id}/_history/{vid}", get(read::vread))
+        // A kept snapshot (`fhirstream replay --into NAME`), read-only.
+        .route("/fhir/{tenant}/_snapshot/{snapshot}", get(search::system_get))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/_search", axum::routing::post(search::system_post))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/_history", get(history::system_history))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}", get(search::type_get))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}/_search", axum::routing::post(search::type_post))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}/_history", get(history::type_history))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}/{id}", get(read::read))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}/{id}/_history", get(history::instance_history))
+        .route("/fhir/{tenant}/_snapshot/{snapshot}/{rtype}/{id}/_history/{vid}", get(read::vread))
         .route("/admin/tenants", get(admin::list).post(admin::create))
         .route("/admin/tenants/{tenant}", get(admin::get).put(admin::configure).delete(admin::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));

@@ -26,7 +26,7 @@ pub(super) async fn read(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Read)?;
-    let queries = state.queries()?;
+    let queries = state.reads(&target.t)?;
     let mut found = queries.read(&target.t.tenant, target.rt, &target.id).await?;
     let mut shared = false;
     if found.is_none() && target.t.reads_shared(target.rt) {
@@ -64,7 +64,7 @@ pub(super) async fn vread(
 ) -> Result<Response, ApiError> {
     let t = &target.i;
     caller.require(t.rt, Interaction::Read)?;
-    let queries = state.queries()?;
+    let queries = state.reads(&t.t)?;
     let mut row = queries.vread(&t.t.tenant, t.rt, &t.id, target.vid).await?;
     let mut shared = false;
     if row.is_none() && t.t.reads_shared(t.rt) && queries.read(&t.t.tenant, t.rt, &t.id).await?.is_none() {

@@ -155,7 +155,7 @@ async fn run(
     pairs: Vec<(String, String)>,
     path: &str,
 ) -> Result<Response, ApiError> {
-    let base = format!("{}/fhir/{}", state.settings.base_url, t.tenant);
+    let base = t.base_url(&state.settings.base_url);
     let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
     let mut req = search::parse(types, &pairs, &cx)?;
     req.shared = shared_in_play(&req, &t.shared_reads);
@@ -169,7 +169,7 @@ async fn run(
         key: &s.cursor_key,
         caller: &caller.actor.sub,
     };
-    let page = state.queries()?.search(&t.tenant, &req, &opts).await?;
+    let page = state.reads(t)?.search(&t.tenant, &req, &opts).await?;
     let url = if path.is_empty() { base.clone() } else { format!("{base}/{path}") };
     let bundle = searchset(&state.settings.base_url, t, caller, &req, page, &url)?;
     let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
@@ -212,7 +212,8 @@ fn searchset(
         let prev = link(url, &canonical, &[("_count", &count), ("_cursor", c)]);
         links.push(serde_json::json!({"relation": "previous", "url": prev}));
     }
-    let full_url = |h: &Hit| format!("{server}/fhir/{}/{}/{}", t.tenant, h.resource_type, h.id);
+    let tenant_base = t.base_url(server);
+    let full_url = |h: &Hit| format!("{tenant_base}/{}/{}", h.resource_type, h.id);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
     for h in &page.matches {
         let mut resource = shape(&h.resource, req)?;
