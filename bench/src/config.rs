@@ -60,6 +60,22 @@ pub struct BenchArgs {
     /// Bundles P2 posts in parallel.
     #[arg(long, env = "FHIRSTREAM_BENCH_P2_CONCURRENCY", default_value_t = 4)]
     pub p2_concurrency: usize,
+    /// Resources of P4's big neighbour (copies of P2's tenant).
+    #[arg(long, env = "FHIRSTREAM_BENCH_P4_NEIGHBOUR", default_value_t = 1_000_000)]
+    pub p4_neighbour: u64,
+    /// Resources of P4's small tenant.
+    #[arg(long, env = "FHIRSTREAM_BENCH_P4_SMALL", default_value_t = 450)]
+    pub p4_small: usize,
+    /// How long P4 probes the small tenant, each time.
+    #[arg(long, env = "FHIRSTREAM_BENCH_P4_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub p4_duration: Duration,
+    /// Concurrent users of P4's probe: low, so it measures latency.
+    #[arg(long, env = "FHIRSTREAM_BENCH_P4_CONCURRENCY", default_value_t = 4)]
+    pub p4_concurrency: usize,
+    /// The server's binary, which P6 runs as `fhirstream replay`.
+    #[arg(long, env = "FHIRSTREAM_BENCH_SERVER_BIN", default_value = "target/release/fhirstream")]
+    pub server_bin: PathBuf,
     /// Events the raw publish and raw pipeline baselines each write
     /// (rounded up to whole CRUD chains of 27 events).
     #[arg(long, env = "FHIRSTREAM_BENCH_RAW_EVENTS", default_value_t = 135_000)]
@@ -73,7 +89,7 @@ pub struct BenchArgs {
     #[arg(long, env = "FHIRSTREAM_BENCH_RAW_BATCH", default_value_t = 1000)]
     pub raw_batch: usize,
     /// Scenarios to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p5,raw-publish,raw-pipeline,raw-copy,raw-select")]
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select")]
     pub scenarios: Vec<Scenario>,
     /// PID of the server, for RSS and CPU during P1.
     #[arg(long, env = "FHIRSTREAM_BENCH_SERVER_PID")]
@@ -105,8 +121,12 @@ pub enum Scenario {
     P2,
     /// P3: read by id.
     P3,
+    /// P4: a small tenant's latency beside an empty and a big neighbour (needs p2).
+    P4,
     /// P5: read-your-writes vs eventual write latency.
     P5,
+    /// P6: `fhirstream replay` of P2's tenant, beside a raw consume (needs p2).
+    P6,
     /// JetStream publish-with-ack alone.
     RawPublish,
     /// Publish, consume, batched upsert.

@@ -153,6 +153,12 @@ impl Fhir {
         expect(res, StatusCode::OK).await
     }
 
+    /// `GET /fhir/{tenant}/{query}` (a search), expecting 200.
+    pub async fn search(&self, tenant: &str, query: &str) -> Result<(), OpError> {
+        let res = self.http.get(format!("{}/fhir/{tenant}/{query}", self.base)).send().await?;
+        expect(res, StatusCode::OK).await
+    }
+
     /// `PUT /fhir/{tenant}/{type}/{id}`, expecting 200.
     pub async fn update(&self, tenant: &str, kind: Kind, id: &str, body: Vec<u8>) -> Result<(), OpError> {
         let res =

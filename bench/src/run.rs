@@ -18,7 +18,7 @@ use crate::pgstat;
 use crate::probe::{CpuSnapshot, CpuUsage, Machine, RssSampler, memory};
 use crate::raw;
 use crate::report::{REPORT_SCHEMA, Report, Results, ServerUnderLoad, Versions, rows};
-use crate::scenarios::{consistency, crud, import, read};
+use crate::scenarios::{consistency, crud, import, isolation, read, replay};
 
 fn say(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
@@ -55,7 +55,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let tenant = |s: &str| format!("bench-{run_id}-{s}");
-    for t in ["warm", "p1", "p2", "p3", "p5"] {
+    for t in ["warm", "p1", "p2", "p3", "p4", "p5"] {
         fhir.create_tenant(&tenant(t), &format!("fhirstream-bench {t} ({run_id})")).await?;
     }
     let mut r = Results::default();
@@ -135,6 +135,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.runs(Scenario::P2) {
         import(&args, &fhir, &tenant("p2"), &pool, &mut r).await;
     }
+    let loaded = r.p2.as_ref().is_some_and(|p| p.bundles_applied > 0);
+    for (scenario, key) in [(Scenario::P6, "p6"), (Scenario::P4, "p4")] {
+        if args.runs(scenario) && !loaded {
+            r.skipped.insert(key.into(), "needs P2's tenant (all Synthea bundles)".into());
+        }
+    }
+    if args.runs(Scenario::P6) && loaded {
+        say(format!("P6 replay of {} with {}", tenant("p2"), args.server_bin.display()));
+        match replay::run(&args.server_bin, &args.nats_url, &args.database_url, &js, &tenant("p2")).await {
+            Ok(p6) => {
+                say(format!(
+                    "P6: {:.0} events/s replayed vs {:.0} events/s raw consume",
+                    p6.replay_events_per_sec.unwrap_or(0.0),
+                    p6.raw_consume_events_per_sec.unwrap_or(0.0)
+                ));
+                r.p6 = Some(p6);
+            }
+            Err(e) => {
+                r.failures.insert("p6".into(), format!("{e:#}"));
+            }
+        }
+    }
+    if args.runs(Scenario::P4) && loaded {
+        match isolation_run(&args, &fhir, &pool, &tenant("p4"), &tenant("p2"), &run_id).await {
+            Ok(p4) => r.p4 = Some(p4),
+            Err(e) => {
+                r.failures.insert("p4".into(), format!("{e:#}"));
+            }
+        }
+    }
 
     raw_baselines(&args, &js, &pool, &mut r).await;
     pool.close().await;
@@ -148,6 +178,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         rows: rows::build(&r),
         results: r,
         config: args,
+    })
+}
+
+/// P4: the small tenant probed beside an empty neighbour, then beside one
+/// generated from P2's tenant.
+async fn isolation_run(
+    args: &BenchArgs,
+    fhir: &Fhir,
+    pool: &PgPool,
+    small: &str,
+    source: &str,
+    run_id: &str,
+) -> anyhow::Result<isolation::IsolationResult> {
+    let (neighbour, same_partition) =
+        isolation::neighbour_in_partition_of(pool, small, &format!("bench-{run_id}-p4n")).await?;
+    fhir.create_tenant(&neighbour, "fhirstream-bench P4 neighbour").await?;
+    say(format!("P4: creating {} resources in the small tenant", args.p4_small));
+    let set = read::seed(fhir, small, args.p4_small, args.concurrency).await?;
+    let (c, d) = (args.p4_concurrency, args.p4_duration);
+    say(format!("P4: probing beside an empty neighbour, {c} users, {d:?}"));
+    let empty = isolation::probe(fhir, small, &set, c, d).await;
+    say(format!("P4: generating a neighbour of {} resources from {source}", args.p4_neighbour));
+    let started = Instant::now();
+    let (resources, index_rows) = isolation::fill(pool, source, &neighbour, args.p4_neighbour).await?;
+    let generate_seconds = started.elapsed().as_secs_f64();
+    say(format!("P4: {resources} resources, {index_rows} index rows in {generate_seconds:.0}s; probing again"));
+    let big = isolation::probe(fhir, small, &set, c, d).await;
+    say(format!(
+        "P4: read p50 {:.2} -> {:.2} ms, search p50 {:.2} -> {:.2} ms",
+        empty.read.p50_ms, big.read.p50_ms, empty.search.p50_ms, big.search.p50_ms
+    ));
+    Ok(isolation::IsolationResult {
+        small_tenant_resources: set.len(),
+        neighbour_resources: resources,
+        neighbour_index_rows: index_rows,
+        generate_seconds,
+        same_partition,
+        empty_neighbour: empty,
+        big_neighbour: big,
     })
 }
 

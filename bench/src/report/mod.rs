@@ -17,7 +17,9 @@ use crate::raw::publish::PublishResult;
 use crate::scenarios::consistency::ConsistencyResult;
 use crate::scenarios::crud::CrudResult;
 use crate::scenarios::import::ImportResult;
+use crate::scenarios::isolation::IsolationResult;
 use crate::scenarios::read::ReadResult;
+use crate::scenarios::replay::ReplayResult;
 
 pub use rows::{Row, Status, Target, Unit};
 
@@ -53,7 +55,9 @@ pub struct Results {
     pub p2_pg: Option<PgRates>,
     pub p3: Option<ReadResult>,
     pub p3_cpu: Option<CpuUsage>,
+    pub p4: Option<IsolationResult>,
     pub p5: Option<ConsistencyResult>,
+    pub p6: Option<ReplayResult>,
     pub raw_publish: Option<PublishResult>,
     /// The same publish at P5's (low) concurrency: the floor of one write.
     pub raw_publish_p5: Option<PublishResult>,
