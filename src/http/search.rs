@@ -5,7 +5,9 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use query::search::{self, Hit, SearchOptions, SearchPage, SearchRequest, Summary};
 use schemas::ResourceType;
@@ -188,6 +190,33 @@ fn link(url: &str, canonical: &[(String, String)], extra: &[(&str, &str)]) -> St
     if q.is_empty() { url.to_string() } else { format!("{url}?{q}") }
 }
 
+/// A `searchset` Bundle, serialised without re-parsing the stored
+/// resources that need no change (most of them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchSet {
+    resource_type: &'static str,
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    link: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entry: Vec<SearchEntry>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchEntry {
+    full_url: String,
+    resource: Box<RawValue>,
+    search: EntryMode,
+}
+
+#[derive(Serialize)]
+struct EntryMode {
+    mode: &'static str,
+}
+
 fn searchset(
     server: &str,
     t: &InTenant,
@@ -195,7 +224,7 @@ fn searchset(
     req: &SearchRequest,
     page: SearchPage,
     url: &str,
-) -> Result<Value, ApiError> {
+) -> Result<SearchSet, ApiError> {
     let count = page.count.to_string();
     let mut links = Vec::new();
     let mut self_extra = vec![("_count", count.as_str())];
@@ -213,39 +242,37 @@ fn searchset(
         links.push(serde_json::json!({"relation": "previous", "url": prev}));
     }
     let tenant_base = t.base_url(server);
-    let full_url = |h: &Hit| format!("{tenant_base}/{}/{}", h.resource_type, h.id);
+    let entry = |h: Hit, mode: &'static str, shaped: bool| -> Result<SearchEntry, ApiError> {
+        let full_url = format!("{tenant_base}/{}/{}", h.resource_type, h.id);
+        let shared = h.tenant != t.tenant.as_str();
+        let resource = if !shaped && !shared {
+            RawValue::from_string(h.resource).map_err(|e| ApiError::Internal(e.into()))?
+        } else {
+            let mut v = if shaped {
+                shape(&h.resource, req)?
+            } else {
+                serde_json::from_str(&h.resource).map_err(|e| ApiError::Internal(e.into()))?
+            };
+            if shared {
+                super::sharing::tag_shared(&mut v);
+            }
+            serde_json::value::to_raw_value(&v).map_err(|e| ApiError::Internal(e.into()))?
+        };
+        Ok(SearchEntry { full_url, resource, search: EntryMode { mode } })
+    };
+    let shaped = req.elements.is_some() || matches!(req.summary, Summary::Text | Summary::Data);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
-    for h in &page.matches {
-        let mut resource = shape(&h.resource, req)?;
-        if h.tenant != t.tenant.as_str() {
-            super::sharing::tag_shared(&mut resource);
-        }
-        entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "match"}}));
+    for h in page.matches {
+        entries.push(entry(h, "match", shaped)?);
     }
-    for h in &page.included {
+    for h in page.included {
         // Included resources of types the token may not read stay out.
         let readable = ResourceType::parse(&h.resource_type).is_ok_and(|rt| caller.allows(rt, Interaction::Read));
-        if !readable {
-            continue;
+        if readable {
+            entries.push(entry(h, "include", false)?);
         }
-        let mut resource: Value = serde_json::from_str(&h.resource).map_err(|e| ApiError::Internal(e.into()))?;
-        if h.tenant != t.tenant.as_str() {
-            super::sharing::tag_shared(&mut resource);
-        }
-        entries.push(serde_json::json!({"fullUrl": full_url(h), "resource": resource, "search": {"mode": "include"}}));
     }
-    let mut bundle = serde_json::json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-    });
-    if let Some(total) = page.total {
-        bundle["total"] = total.into();
-    }
-    bundle["link"] = links.into();
-    if !entries.is_empty() {
-        bundle["entry"] = entries.into();
-    }
-    Ok(bundle)
+    Ok(SearchSet { resource_type: "Bundle", r#type: "searchset", total: page.total, link: links, entry: entries })
 }
 
 /// Applies `_elements` and `_summary` to a match.
