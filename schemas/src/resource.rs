@@ -165,7 +165,7 @@ impl fmt::Display for Version {
 }
 
 /// Error messages echo at most a short prefix of hostile input.
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     const MAX: usize = 70;
     if s.len() <= MAX {
         return s.to_owned();

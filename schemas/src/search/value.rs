@@ -52,7 +52,7 @@ pub fn normalize(s: &str) -> String {
 /// (nanoseconds at most; further digits are truncated, which keeps the true
 /// instant inside the range). Leap seconds (`:60`) are refused.
 pub fn parse_date_range(s: &str) -> Result<DateRange, ValueError> {
-    parse(s).ok_or_else(|| ValueError::BadDate(truncate(s)))
+    parse(s).ok_or_else(|| ValueError::BadDate(crate::resource::truncate(s)))
 }
 
 fn parse(s: &str) -> Option<DateRange> {
@@ -182,19 +182,6 @@ impl Cursor<'_> {
         }
         Some(TimeDelta::minutes(sign * i64::from(hours * 60 + minutes)))
     }
-}
-
-/// Error messages echo at most a short prefix of hostile input.
-fn truncate(s: &str) -> String {
-    const MAX: usize = 70;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 #[cfg(test)]
