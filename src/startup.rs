@@ -117,6 +117,7 @@ impl App {
             tenants,
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
+            exports: queries.clone().map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q)),
             queries,
             admin,
             ops: Some(ops),
