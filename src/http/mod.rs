@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 mod bundle;
 pub mod error;
+mod events;
 mod export;
 mod extract;
 mod history;
@@ -93,6 +94,9 @@ pub struct AppState {
     pub ops: Option<Ops>,
     /// `$export` jobs (nodes with the query role).
     pub exports: Option<Arc<crate::export::jobs::ExportJobs>>,
+    /// Cancelled when the server begins to stop: long-lived responses (the
+    /// change feed) end so the graceful shutdown can finish.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -128,6 +132,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}/_search", axum::routing::post(search::system_post))
         .route("/fhir/{tenant}/_history", get(history::system_history))
         .route("/fhir/{tenant}/$export", get(export::system))
+        .route("/fhir/{tenant}/$events", get(events::feed))
         .route("/fhir/{tenant}/{rtype}/$export", get(export::type_level))
         .route("/fhir/{tenant}/$export-status/{job}", get(export::status).delete(export::cancel))
         .route("/fhir/{tenant}/$export-file/{job}/{file}", get(export::file))
