@@ -28,6 +28,12 @@ use super::{ApiError, SharedState};
 /// A comment line this often keeps proxies from closing an idle feed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Feeds open at once in this process. A feed outlives its request (the
+/// request limit's permit is returned when the response starts) and holds
+/// a JetStream consumer, so it is bounded on its own.
+const MAX_FEEDS: usize = 512;
+static OPEN_FEEDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FEEDS);
+
 /// `GET /fhir/{tenant}/$events[?since=N][&_type=A,B]`, or `Last-Event-ID: N`.
 /// Without a position the feed starts with the next event written.
 pub(super) async fn feed(
@@ -74,6 +80,9 @@ pub(super) async fn feed(
     if readable.is_empty() {
         return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
     }
+    let permit = OPEN_FEEDS
+        .try_acquire()
+        .map_err(|_| ApiError::Overloaded(format!("{MAX_FEEDS} change feeds are open on this node; retry shortly")))?;
     let ops = state.ops.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node serves no change feed".into()))?;
     // Four tokens: resource events, never the five-token identifier claims.
     let filter_subject = match readable.as_slice() {
@@ -119,7 +128,11 @@ pub(super) async fn feed(
             });
             std::future::ready(event)
         })
-        // Ends with the server, so a graceful shutdown is not held open.
-        .take_until(async move { shutdown.cancelled().await });
+        // Ends with the server, so a graceful shutdown is not held open;
+        // the permit goes with the feed.
+        .take_until(async move {
+            shutdown.cancelled().await;
+            drop(permit);
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response())
 }
