@@ -146,6 +146,15 @@ async fn an_export_kicks_off_polls_and_downloads_exactly_the_tenants_resources()
     assert_outcome(app.http.get(&status).bearer_auth(&bearer).send().await.unwrap(), 404).await;
     assert_outcome(app.http.get(&file_url).bearer_auth(&bearer).send().await.unwrap(), 404).await;
 
+    // The CapabilityStatement says so.
+    let cs: Value = app.get(&t, "metadata").await.json().await.unwrap();
+    assert_eq!(
+        cs["rest"][0]["operation"][0]["definition"],
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+    );
+    let patient = cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Patient").unwrap();
+    assert_eq!(patient["operation"][0]["name"], "export");
+
     // Patient level: Patients and their compartment, not the Organization
     // or the shared Practitioner.
     let files = export(&app, &bearer, &app.fhir(&t, "Patient/$export")).await;
