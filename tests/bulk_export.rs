@@ -430,3 +430,30 @@ async fn a_synthea_tenant_exports_exactly_its_bundles_and_the_cli_writes_the_sam
     assert_eq!(written.keys().collect::<Vec<_>>(), ["Encounter", "Patient"]);
     assert_eq!(written["Encounter"].len(), compartment["Encounter"]);
 }
+
+#[tokio::test]
+async fn a_tenant_recreated_under_a_deleted_ones_name_finds_none_of_its_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path()).await;
+    let t = app.tenant("gone").await;
+    let bearer = token(&[&t], "system/*.read");
+    create(&app, &t, json!({"resourceType": "Patient"})).await;
+    let status = kick_off(&app, &bearer, &app.fhir(&t, "$export")).await;
+    let m = manifest(&app, &bearer, &status).await;
+    let file = m["output"][0]["url"].as_str().unwrap().to_string();
+    assert!(tmp.path().join(&t).exists());
+
+    let res = app.authed(app.http.delete(app.url(&format!("/admin/tenants/{t}")))).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert!(!tmp.path().join(&t).exists(), "the deleted tenant's exports are removed");
+    let res = app
+        .authed(app.http.post(app.url("/admin/tenants")))
+        .json(&json!({"id": t, "name": "the new one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    for url in [&status, &file] {
+        assert_outcome(app.http.get(url).bearer_auth(&bearer).send().await.unwrap(), 404).await;
+    }
+}

@@ -66,7 +66,7 @@ pub enum JobError {
 pub struct ExportJobs {
     root: PathBuf,
     queries: Queries,
-    running: Mutex<HashMap<Uuid, CancellationToken>>,
+    running: Mutex<HashMap<Uuid, (TenantId, CancellationToken)>>,
 }
 
 impl ExportJobs {
@@ -87,7 +87,7 @@ impl ExportJobs {
             if running.len() >= MAX_RUNNING {
                 return Err(JobError::Busy);
             }
-            running.insert(job, cancel.clone());
+            running.insert(job, (spec.tenant.clone(), cancel.clone()));
         }
         let dir = self.job_dir(&spec.tenant, job);
         let now = Utc::now();
@@ -198,7 +198,7 @@ impl ExportJobs {
         if self.status(tenant, job).await?.is_none() {
             return Ok(false);
         }
-        let cancel = self.running.lock().ok().and_then(|r| r.get(&job).cloned());
+        let cancel = self.running.lock().ok().and_then(|r| r.get(&job).map(|(_, c)| c.clone()));
         if let Some(c) = cancel {
             c.cancel();
         }
@@ -207,6 +207,21 @@ impl ExportJobs {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
             Err(e) => Err(anyhow::Error::new(e).context(format!("remove {}", dir.display()))),
+        }
+    }
+
+    /// Cancels every running job of a deleted tenant and removes all its
+    /// exports, so a tenant created later under the same name finds none.
+    pub async fn purge_tenant(&self, tenant: &TenantId) -> anyhow::Result<()> {
+        if let Ok(running) = self.running.lock() {
+            running.values().filter(|(t, _)| t == tenant).for_each(|(_, c)| c.cancel());
+        }
+        let dir = self.root.join(tenant.as_str());
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow::Error::new(e).context(format!("remove {}", dir.display())))
+            }
+            _ => Ok(()),
         }
     }
 
