@@ -457,3 +457,38 @@ async fn a_tenant_recreated_under_a_deleted_ones_name_finds_none_of_its_exports(
         assert_outcome(app.http.get(url).bearer_auth(&bearer).send().await.unwrap(), 404).await;
     }
 }
+
+#[tokio::test]
+async fn an_export_whose_node_died_is_reported_failed_instead_of_running_for_ever() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path()).await;
+    let t = app.tenant("dead").await;
+    let bearer = token(&[&t], "system/*.read");
+    // A job left in progress by a node that stopped a minute ago.
+    let job = uuid::Uuid::new_v4();
+    let dir = tmp.path().join(&t).join(job.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let then = chrono::Utc::now() - chrono::TimeDelta::seconds(60);
+    let record = fhirstream::export::jobs::JobRecord {
+        tenant: schemas::TenantId::parse(&t).unwrap(),
+        status: fhirstream::export::jobs::JobStatus::InProgress,
+        request: app.fhir(&t, "$export"),
+        transaction_time: then,
+        output: Vec::new(),
+        error: None,
+        progress: "10 resources written; now Patient".into(),
+        heartbeat: then,
+    };
+    std::fs::write(dir.join("job.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+    let status = app.fhir(&t, &format!("$export-status/{job}"));
+    assert_outcome(app.http.get(&status).bearer_auth(&bearer).send().await.unwrap(), 500).await;
+    // With a fresh heartbeat the same job is still running.
+    let fresh = fhirstream::export::jobs::JobRecord { heartbeat: chrono::Utc::now(), ..record };
+    std::fs::write(dir.join("job.json"), serde_json::to_vec(&fresh).unwrap()).unwrap();
+    let res = app.http.get(&status).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.headers()["x-progress"], "10 resources written; now Patient");
+    // DELETE removes it either way.
+    assert_eq!(app.http.delete(&status).bearer_auth(&bearer).send().await.unwrap().status(), 202);
+    assert!(!dir.exists());
+}
