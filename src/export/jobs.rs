@@ -202,12 +202,8 @@ impl ExportJobs {
         if let Some(c) = cancel {
             c.cancel();
         }
-        let dir = self.job_dir(tenant, job);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("remove {}", dir.display()))),
-        }
+        remove_dir(&self.job_dir(tenant, job)).await?;
+        Ok(true)
     }
 
     /// Cancels every running job of a deleted tenant and removes all its
@@ -216,13 +212,7 @@ impl ExportJobs {
         if let Ok(running) = self.running.lock() {
             running.values().filter(|(t, _)| t == tenant).for_each(|(_, c)| c.cancel());
         }
-        let dir = self.root.join(tenant.as_str());
-        match tokio::fs::remove_dir_all(&dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(anyhow::Error::new(e).context(format!("remove {}", dir.display())))
-            }
-            _ => Ok(()),
-        }
+        remove_dir(&self.root.join(tenant.as_str())).await
     }
 
     /// The path of a completed job's file of `rt`, if the job wrote one.
@@ -231,6 +221,23 @@ impl ExportJobs {
         let listed =
             record.status == JobStatus::Completed && record.output.iter().any(|w| w.resource_type == rt.as_str());
         Ok(listed.then(|| self.job_dir(tenant, job).join(super::file_name(rt))))
+    }
+}
+
+/// Removes a directory that a job cancelled a moment ago may still be
+/// writing a file into (its last write can land mid-removal): retried.
+async fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tokio::fs::remove_dir_all(dir).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("remove {}", dir.display()))),
+        }
     }
 }
 
