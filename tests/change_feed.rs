@@ -272,3 +272,13 @@ async fn a_neighbours_token_is_refused_and_a_neighbours_feed_never_carries_our_e
     resumed_b.assert_quiet().await;
     assert!(later_b.iter().all(|m| m.data["tenant"] == b.as_str()));
 }
+
+#[tokio::test]
+async fn an_idle_feed_receives_keep_alive_comments_and_no_events() {
+    let app = TestApp::spawn_secure().await;
+    let t = app.tenant("idle").await;
+    let mut feed = Feed::open(&app, &token(&[&t], "system/*.read"), &t, "?since=0", None).await;
+    // The server sends one every 15 s.
+    assert!(feed.next(Duration::from_secs(17)).await.is_none());
+    assert!(feed.comments >= 1, "no keep-alive comment in 17 s");
+}
