@@ -419,7 +419,7 @@ async fn a_synthea_tenant_exports_exactly_its_bundles_and_the_cli_writes_the_sam
     // With --type and --patient, as _type at Patient level.
     let cli_dir = tmp.path().join("cli-patient");
     let out = Command::new(env!("CARGO_BIN_EXE_fhirstream"))
-        .args(["export", "--tenant", &t, "--quiet", "--patient", "--type", "Patient,Encounter"])
+        .args(["export", "--tenant", &t, "--patient", "--type", "Patient,Encounter"])
         .args(["--log", "error", "--nats-url", &app.nats.url, "--database-url", &app.db.url])
         .arg(&cli_dir)
         .output()

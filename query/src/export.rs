@@ -48,10 +48,7 @@ impl Queries {
         after: &str,
         limit: i64,
     ) -> Result<Vec<ExportRow>, QueryError> {
-        let (owner, shared) = match source {
-            ExportSource::Own => (tenant.as_str(), Vec::new()),
-            ExportSource::Shared => (schemas::tenant::SHARED, vec![rt]),
-        };
+        let (owner, shared) = owner(tenant, rt, source);
         let mut tx = self.begin_reading(tenant, &shared).await?;
         let rows = sqlx::query(
             "select r.id, v.resource::text as resource
@@ -81,5 +78,45 @@ impl Queries {
             .map(|r| Ok(ExportRow { id: r.try_get("id")?, resource: r.try_get("resource")? }))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// How many resources [`Queries::export_page`] would page through (for
+    /// a progress bar: the count and the pages are separate reads).
+    pub async fn export_count(
+        &self,
+        tenant: &TenantId,
+        rt: ResourceType,
+        source: ExportSource,
+        filter: &ExportFilter,
+    ) -> Result<u64, QueryError> {
+        let (owner, shared) = owner(tenant, rt, source);
+        let mut tx = self.begin_reading(tenant, &shared).await?;
+        let n: i64 = sqlx::query_scalar(
+            "select count(*)
+             from resources r
+             where r.tenant_id = $1 and r.resource_type = $2 and not r.deleted
+               and ($3::timestamptz is null or r.last_updated > $3)
+               and ($4::text[] is null or exists (
+                     select 1 from search_values s
+                     where s.tenant_id = r.tenant_id and s.resource_type = r.resource_type and s.id = r.id
+                       and s.kind = 'r' and s.ref_type = 'Patient' and s.param = any($4)))",
+        )
+        .bind(owner)
+        .bind(rt.as_str())
+        .bind(filter.since)
+        .bind(filter.patient_params.as_deref())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// The tenant whose rows a source reads, and the shared types to let
+/// through row-level security for it.
+fn owner(tenant: &TenantId, rt: ResourceType, source: ExportSource) -> (&str, Vec<ResourceType>) {
+    match source {
+        ExportSource::Own => (tenant.as_str(), Vec::new()),
+        ExportSource::Shared => (schemas::tenant::SHARED, vec![rt]),
     }
 }

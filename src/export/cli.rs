@@ -46,12 +46,13 @@ pub async fn run(args: ExportCliArgs) -> anyhow::Result<()> {
         ExportSpec { tenant: tenant.clone(), types, since: args.since, patient_level: args.patient, shared_reads };
     let queries =
         Queries::connect(&args.conn.database_url, 2).await.context("connect to PostgreSQL as fhirstream_reader")?;
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    // Writes during the export can move the total a little; the bar is a guide.
+    let total = if args.quiet { 0 } else { super::count(&queries, &spec).await? };
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} resources ({per_sec}, {elapsed}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}, {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let written = write_ndjson(&queries, &spec, &args.dir, &CancellationToken::new(), |rt, n| {
         bar.set_position(n);
         bar.set_message(rt.to_string());

@@ -120,9 +120,14 @@ impl ExportJobs {
 
     async fn run(&self, job: Uuid, spec: ExportSpec, mut record: JobRecord, dir: PathBuf, cancel: CancellationToken) {
         let progress = Mutex::new(String::from("starting"));
+        // For the progress message only: a failed count is not a failed export.
+        let total = super::count(&self.queries, &spec).await.ok();
         let result = write_ndjson(&self.queries, &spec, &dir, &cancel, |rt: ResourceType, n| {
             if let Ok(mut p) = progress.lock() {
-                *p = format!("{n} resources written; now {rt}");
+                *p = match total {
+                    Some(total) => format!("{n} of about {total} resources written; now {rt}"),
+                    None => format!("{n} resources written; now {rt}"),
+                };
             }
         });
         // The state is written beside the export on a timer, so the

@@ -60,6 +60,36 @@ pub fn candidate_types(
         .filter(move |rt| allows(*rt) && (!patient_level || schemas::r4::patient_compartment(*rt).is_some()))
 }
 
+/// The filter and sources of one type of an export.
+fn plan(spec: &ExportSpec, rt: ResourceType) -> (ExportFilter, Vec<ExportSource>) {
+    let filter = ExportFilter {
+        since: spec.since,
+        patient_params: match (spec.patient_level, rt.as_str()) {
+            // Every Patient is in its own compartment.
+            (true, "Patient") | (false, _) => None,
+            (true, _) => schemas::r4::patient_compartment(rt).map(|ps| ps.iter().map(|p| p.to_string()).collect()),
+        },
+    };
+    let mut sources = vec![ExportSource::Own];
+    if !spec.patient_level && spec.shared_reads.contains(&rt) {
+        sources.push(ExportSource::Shared);
+    }
+    (filter, sources)
+}
+
+/// How many resources an export will write, as things stand now.
+pub async fn count(queries: &Queries, spec: &ExportSpec) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for &rt in &spec.types {
+        let (filter, sources) = plan(spec, rt);
+        for source in sources {
+            total +=
+                queries.export_count(&spec.tenant, rt, source, &filter).await.with_context(|| format!("count {rt}"))?;
+        }
+    }
+    Ok(total)
+}
+
 /// Writes one `{Type}.ndjson` per type with resources into `dir`, reading
 /// in keyset pages through the query side (as the tenant, under RLS).
 /// Types without a resource get no file. `on_progress` hears the type and
@@ -75,18 +105,7 @@ pub async fn write_ndjson(
     let mut written = Vec::new();
     let mut total = 0u64;
     for &rt in &spec.types {
-        let filter = ExportFilter {
-            since: spec.since,
-            patient_params: match (spec.patient_level, rt.as_str()) {
-                // Every Patient is in its own compartment.
-                (true, "Patient") | (false, _) => None,
-                (true, _) => schemas::r4::patient_compartment(rt).map(|ps| ps.iter().map(|p| p.to_string()).collect()),
-            },
-        };
-        let mut sources = vec![ExportSource::Own];
-        if !spec.patient_level && spec.shared_reads.contains(&rt) {
-            sources.push(ExportSource::Shared);
-        }
+        let (filter, sources) = plan(spec, rt);
         let part = dir.join(format!("{}.part", file_name(rt)));
         let file = tokio::fs::File::create(&part).await.with_context(|| format!("create {}", part.display()))?;
         let mut out = tokio::io::BufWriter::new(file);
