@@ -36,6 +36,9 @@ pub enum Command {
     /// Compare a tenant's read model with the fold of its events; exit 0
     /// when identical, 1 when not (with the differences), 2 on errors.
     Verify(VerifyArgs),
+    /// Write a tenant's resources as one NDJSON file per type (what the
+    /// API's `$export` writes), with a progress bar.
+    Export(ExportCliArgs),
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +300,8 @@ pub struct ServeArgs {
     pub db_pool_size: u32,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 /// Search limits and paging.
@@ -447,4 +452,43 @@ mod tests {
         assert!(replay(&["--until", "2026-01-01T00:00:00Z", "--until-seq", "3", "--into", "x"]).is_err());
         assert!(replay(&[]).unwrap().into.is_none(), "a plain replay rebuilds the live model");
     }
+}
+
+/// Where `$export` jobs keep their state and files.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// Directory of `$export` jobs and their NDJSON files (default: a
+    /// `fhirstream-exports` directory in the OS temp dir). Nodes behind one
+    /// load balancer must share it.
+    #[arg(long, env = "FHIRSTREAM_EXPORT_DIR")]
+    pub export_dir: Option<std::path::PathBuf>,
+}
+
+impl ExportArgs {
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.export_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("fhirstream-exports"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCliArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Tenant to export.
+    #[arg(long)]
+    pub tenant: String,
+    /// Directory to write `{Type}.ndjson` into (created if missing).
+    pub dir: std::path::PathBuf,
+    /// Only these resource types (comma-separated or repeated), like `_type`.
+    #[arg(long = "type", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Only resources changed after this instant (RFC 3339), like `_since`.
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Export the Patient compartment only, like `Patient/$export`.
+    #[arg(long)]
+    pub patient: bool,
+    /// No progress bar (for logs and tests).
+    #[arg(long)]
+    pub quiet: bool,
 }

@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
         Command::Import(args) => fhirstream::import::run(args).await,
         Command::NatsAuth(args) => fhirstream::natsauth::run(args).await,
         Command::Replay(args) => fhirstream::replay::run_replay(args).await,
+        Command::Export(args) => fhirstream::export::cli::run(args).await,
         // 1 is the answer "they differ", so failing to verify must be another code.
         Command::Verify(args) => {
             return match fhirstream::replay::run_verify(args).await {

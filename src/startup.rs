@@ -34,6 +34,8 @@ pub struct App {
     router: Router,
     base_url: String,
     projector: Option<Projector>,
+    /// Cancelled when `shutdown` resolves (see [`AppState::shutdown`]).
+    shutdown: CancellationToken,
 }
 
 impl App {
@@ -89,6 +91,7 @@ impl App {
             .map(|t| schemas::ResourceType::parse(t.trim()))
             .collect::<Result<Vec<_>, _>>()
             .context("read --shareable-types (FHIRSTREAM_SHAREABLE_TYPES)")?;
+        let shutdown = CancellationToken::new();
         let state = Arc::new(AppState {
             settings: HttpSettings {
                 base_url: base_url.clone(),
@@ -117,6 +120,8 @@ impl App {
             tenants,
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
+            shutdown: shutdown.clone(),
+            exports: queries.clone().map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q)),
             queries,
             admin,
             ops: Some(ops),
@@ -133,7 +138,7 @@ impl App {
         let router = http::router(state).layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<_>| info_span!("request", method = %req.method(), path = %req.uri().path()),
         ));
-        Ok(Self { listener, router, base_url, projector })
+        Ok(Self { listener, router, base_url, projector, shutdown })
     }
 
     pub fn port(&self) -> u16 {
@@ -147,7 +152,7 @@ impl App {
     /// Serves until `shutdown` resolves; then stops accepting, finishes
     /// in-flight requests and the projector's current batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let token = CancellationToken::new();
+        let token = self.shutdown;
         let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
         info!(base_url = %self.base_url, "fhirstream listening");
         let stop = token.clone();

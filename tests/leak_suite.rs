@@ -93,7 +93,10 @@ async fn a_token_for_one_tenant_gets_the_same_403_for_every_other_tenant_existin
     let w = world().await;
     let app = &w.app;
     let a_token = token(&[&w.tenants[0]], "system/*.*");
-    for path in ["Patient/same", "Patient/same/_history", "Patient/same/_history/1", "Observation/only-a"] {
+    let paths = ["Patient/same", "Patient/same/_history", "Patient/same/_history/1", "Observation/only-a"];
+    // Bulk export and the change feed refuse the same way.
+    let reads = ["$export", "Patient/$export", "$events", "$events?since=0"];
+    for path in paths.into_iter().chain(reads) {
         let existing =
             fingerprint(app.http.get(app.fhir(&w.tenants[1], path)).bearer_auth(&a_token).send().await.unwrap()).await;
         // A tenant name of the same length that does not exist.

@@ -111,7 +111,12 @@ pub(super) async fn delete(
     let store = state.commands()?.store();
     let admin: &AdminDeps =
         state.admin.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node cannot delete tenants".into()))?;
-    let (deletion, written) = tenancy::delete(store, &admin.pool, &admin.tenant_applied, tenant, caller.actor).await?;
+    let (deletion, written) =
+        tenancy::delete(store, &admin.pool, &admin.tenant_applied, tenant.clone(), caller.actor).await?;
     state.tenants.observe(written.seq, written.event);
+    // Exports are copies of the tenant's data: they go with it.
+    if let Some(exports) = &state.exports {
+        exports.purge_tenant(&tenant).await.map_err(ApiError::Internal)?;
+    }
     Ok(Json(deletion))
 }

@@ -51,7 +51,7 @@ pub(super) async fn capability_statement(
         system.extend(["search-system", "history-system"]);
     }
     let system: Vec<Value> = system.into_iter().map(|code| json!({ "code": code })).collect();
-    let statement = json!({
+    let mut statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": schemas::event::instant(&date),
@@ -71,6 +71,9 @@ pub(super) async fn capability_statement(
             "searchParam": common_params(),
         }],
     });
+    if reads {
+        add_bulk_export(&mut statement);
+    }
     Ok(fhir_json(StatusCode::OK, statement.to_string()))
 }
 
@@ -81,6 +84,19 @@ _summary (count, text, data, false) and _elements. Not supported: composite and 
 resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
 token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
 match on identifier only.";
+
+/// FHIR Bulk Data: `$export` at system level and on Patient.
+fn add_bulk_export(statement: &mut Value) {
+    const IG: &str = "http://hl7.org/fhir/uv/bulkdata";
+    statement["instantiates"] = json!([format!("{IG}/CapabilityStatement/bulk-data")]);
+    let rest = &mut statement["rest"][0];
+    rest["operation"] = json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/export") }]);
+    if let Some(patient) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == "Patient"))
+    {
+        patient["operation"] =
+            json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/patient-export") }]);
+    }
+}
 
 fn common_params() -> Vec<Value> {
     let Some(any) = ResourceType::all().next() else { return Vec::new() };

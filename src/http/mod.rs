@@ -6,6 +6,8 @@ mod admin;
 pub mod auth;
 mod bundle;
 pub mod error;
+mod events;
+mod export;
 mod extract;
 mod history;
 pub mod limits;
@@ -14,7 +16,7 @@ mod observe;
 mod read;
 pub mod response;
 mod search;
-mod sharing;
+pub(crate) mod sharing;
 mod transaction;
 mod write;
 
@@ -90,6 +92,11 @@ pub struct AppState {
     pub queries: Option<Queries>,
     pub admin: Option<AdminDeps>,
     pub ops: Option<Ops>,
+    /// `$export` jobs (nodes with the query role).
+    pub exports: Option<Arc<crate::export::jobs::ExportJobs>>,
+    /// Cancelled when the server begins to stop: long-lived responses (the
+    /// change feed) end so the graceful shutdown can finish.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -134,6 +141,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}/", get(search::system_get).post(transaction::bundle))
         .route("/fhir/{tenant}/_search", axum::routing::post(search::system_post))
         .route("/fhir/{tenant}/_history", get(history::system_history))
+        .route("/fhir/{tenant}/$export", get(export::system))
+        .route("/fhir/{tenant}/$events", get(events::feed))
+        .route("/fhir/{tenant}/{rtype}/$export", get(export::type_level))
+        .route("/fhir/{tenant}/$export-status/{job}", get(export::status).delete(export::cancel))
+        .route("/fhir/{tenant}/$export-file/{job}/{file}", get(export::file))
         .route("/fhir/{tenant}/{rtype}/_history", get(history::type_history))
         .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(

@@ -24,7 +24,7 @@ pub(super) fn tag_shared(resource: &mut Value) {
 }
 
 /// Tags a stored body (text) as shared.
-pub(super) fn tagged(body: &str) -> Result<String, ApiError> {
+pub(crate) fn tagged(body: &str) -> Result<String, ApiError> {
     let mut v: Value = serde_json::from_str(body).map_err(|e| ApiError::Internal(e.into()))?;
     tag_shared(&mut v);
     serde_json::to_string(&v).map_err(|e| ApiError::Internal(e.into()))

@@ -167,6 +167,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
             .to_vec(),
         limits: Default::default(),
         auth: fhirstream::config::AuthArgs { auth_disabled: true, ..Default::default() },
+        export: Default::default(),
     }
 }
 

@@ -1,0 +1,256 @@
+//! `$export` jobs of the HTTP API: each runs in the background of the node
+//! that accepted it and lives in a directory of its own,
+//! `{export dir}/{tenant}/{job id}/`, holding `job.json` (its state, written
+//! atomically) and the NDJSON files. Everything about a job is found under
+//! its tenant's directory, so a lookup for another tenant cannot reach it.
+//! See docs/decisions.md for why files and not PostgreSQL.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use query::Queries;
+use schemas::{ResourceType, TenantId};
+
+use super::{ExportSpec, Written, write_ndjson};
+
+/// A running job writes its state at least this often; an in-progress job
+/// whose state is older than [`STALE_AFTER`] died with its node.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Most jobs one node runs at once; more are refused until one ends.
+const MAX_RUNNING: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// A job's state, as stored in its `job.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub tenant: TenantId,
+    pub status: JobStatus,
+    /// The kick-off request's URL.
+    pub request: String,
+    /// When the export started: resources changed later may be missing.
+    pub transaction_time: DateTime<Utc>,
+    pub output: Vec<Written>,
+    pub error: Option<String>,
+    /// What a poll says while the job runs (`X-Progress`).
+    pub progress: String,
+    pub heartbeat: DateTime<Utc>,
+}
+
+/// Why a job cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{MAX_RUNNING} exports are already running on this node; retry later")]
+    Busy,
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+/// The jobs of this node and the directory they live in.
+pub struct ExportJobs {
+    root: PathBuf,
+    queries: Queries,
+    running: Mutex<HashMap<Uuid, (TenantId, CancellationToken)>>,
+}
+
+impl ExportJobs {
+    pub fn new(root: PathBuf, queries: Queries) -> Arc<Self> {
+        Arc::new(Self { root, queries, running: Mutex::new(HashMap::new()) })
+    }
+
+    fn job_dir(&self, tenant: &TenantId, job: Uuid) -> PathBuf {
+        self.root.join(tenant.as_str()).join(job.to_string())
+    }
+
+    /// Starts an export in the background; its id is the status URL's.
+    pub async fn start(self: &Arc<Self>, spec: ExportSpec, request: String) -> Result<Uuid, JobError> {
+        let job = Uuid::new_v4();
+        let cancel = CancellationToken::new();
+        {
+            let mut running = self.running.lock().map_err(|_| anyhow::anyhow!("the job table is poisoned"))?;
+            if running.len() >= MAX_RUNNING {
+                return Err(JobError::Busy);
+            }
+            running.insert(job, (spec.tenant.clone(), cancel.clone()));
+        }
+        let dir = self.job_dir(&spec.tenant, job);
+        let now = Utc::now();
+        let record = JobRecord {
+            tenant: spec.tenant.clone(),
+            status: JobStatus::InProgress,
+            request,
+            transaction_time: now,
+            output: Vec::new(),
+            error: None,
+            progress: "queued".into(),
+            heartbeat: now,
+        };
+        let started = async {
+            tokio::fs::create_dir_all(&dir).await.with_context(|| format!("create {}", dir.display()))?;
+            store(&dir, &record).await
+        }
+        .await;
+        if let Err(e) = started {
+            self.finish(job);
+            return Err(e.into());
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.run(job, spec, record, dir, cancel).await;
+            this.finish(job);
+        });
+        Ok(job)
+    }
+
+    async fn run(&self, job: Uuid, spec: ExportSpec, mut record: JobRecord, dir: PathBuf, cancel: CancellationToken) {
+        let progress = Mutex::new(String::from("starting"));
+        // For the progress message only: a failed count is not a failed export.
+        let total = super::count(&self.queries, &spec).await.ok();
+        let result = write_ndjson(&self.queries, &spec, &dir, &cancel, |rt: ResourceType, n| {
+            if let Ok(mut p) = progress.lock() {
+                *p = match total {
+                    Some(total) => format!("{n} of about {total} resources written; now {rt}"),
+                    None => format!("{n} resources written; now {rt}"),
+                };
+            }
+        });
+        // The state is written beside the export on a timer, so the
+        // progress callback stays synchronous and cheap.
+        let result = {
+            tokio::pin!(result);
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tokio::select! {
+                    r = &mut result => break r,
+                    _ = tick.tick() => {
+                        if cancel.is_cancelled() { continue; }
+                        record.heartbeat = Utc::now();
+                        record.progress = progress.lock().map(|p| p.clone()).unwrap_or_default();
+                        if let Err(e) = store(&dir, &record).await {
+                            tracing::warn!(%job, error = %format!("{e:#}"), "export heartbeat not written");
+                        }
+                    }
+                }
+            }
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        record.heartbeat = Utc::now();
+        match result {
+            Ok(output) => {
+                record.status = JobStatus::Completed;
+                record.progress = "completed".into();
+                record.output = output;
+            }
+            Err(e) => {
+                tracing::error!(%job, error = %format!("{e:#}"), "export failed");
+                record.status = JobStatus::Failed;
+                record.error = Some(format!("{e:#}"));
+            }
+        }
+        if let Err(e) = store(&dir, &record).await {
+            tracing::error!(%job, error = %format!("{e:#}"), "export state not written");
+        }
+    }
+
+    fn finish(&self, job: Uuid) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&job);
+        }
+    }
+
+    /// A job of `tenant`, or `None` if that tenant has no such job. An
+    /// in-progress job whose heartbeat stopped is reported as failed.
+    pub async fn status(&self, tenant: &TenantId, job: Uuid) -> anyhow::Result<Option<JobRecord>> {
+        let path = self.job_dir(tenant, job).join("job.json");
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("read {}", path.display()))),
+        };
+        let mut record: JobRecord =
+            serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
+        if record.tenant != *tenant {
+            return Ok(None);
+        }
+        if record.status == JobStatus::InProgress && Utc::now() - record.heartbeat > STALE_AFTER {
+            record.status = JobStatus::Failed;
+            record.error = Some("the export was interrupted (its server stopped); start it again".into());
+        }
+        Ok(Some(record))
+    }
+
+    /// Cancels a job and removes it with its files; `false` if `tenant`
+    /// has no such job.
+    pub async fn delete(&self, tenant: &TenantId, job: Uuid) -> anyhow::Result<bool> {
+        if self.status(tenant, job).await?.is_none() {
+            return Ok(false);
+        }
+        let cancel = self.running.lock().ok().and_then(|r| r.get(&job).map(|(_, c)| c.clone()));
+        if let Some(c) = cancel {
+            c.cancel();
+        }
+        remove_dir(&self.job_dir(tenant, job)).await?;
+        Ok(true)
+    }
+
+    /// Cancels every running job of a deleted tenant and removes all its
+    /// exports, so a tenant created later under the same name finds none.
+    pub async fn purge_tenant(&self, tenant: &TenantId) -> anyhow::Result<()> {
+        if let Ok(running) = self.running.lock() {
+            running.values().filter(|(t, _)| t == tenant).for_each(|(_, c)| c.cancel());
+        }
+        remove_dir(&self.root.join(tenant.as_str())).await
+    }
+
+    /// The path of a completed job's file of `rt`, if the job wrote one.
+    pub async fn file(&self, tenant: &TenantId, job: Uuid, rt: ResourceType) -> anyhow::Result<Option<PathBuf>> {
+        let Some(record) = self.status(tenant, job).await? else { return Ok(None) };
+        let listed =
+            record.status == JobStatus::Completed && record.output.iter().any(|w| w.resource_type == rt.as_str());
+        Ok(listed.then(|| self.job_dir(tenant, job).join(super::file_name(rt))))
+    }
+}
+
+/// Removes a directory that a job cancelled a moment ago may still be
+/// writing a file into (its last write can land mid-removal): retried.
+async fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tokio::fs::remove_dir_all(dir).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("remove {}", dir.display()))),
+        }
+    }
+}
+
+/// Writes `job.json` atomically (a poll never reads half of it).
+async fn store(dir: &Path, record: &JobRecord) -> anyhow::Result<()> {
+    let tmp = dir.join("job.json.tmp");
+    let body = serde_json::to_vec(record).context("serialise the job state")?;
+    tokio::fs::write(&tmp, body).await.with_context(|| format!("write {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, dir.join("job.json")).await.context("replace job.json")?;
+    Ok(())
+}
