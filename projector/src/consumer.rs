@@ -14,8 +14,8 @@ use schemas::ResourceEvent;
 use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject, parse_resource_subject};
 
 use crate::apply::Sequenced;
-use crate::store;
 use crate::tenants::TenantProjection;
+use crate::{refusal, store};
 
 /// How a projector runs.
 #[derive(Debug, Clone)]
@@ -258,7 +258,14 @@ impl Projector {
             // Retrying the same batch is safe: the sequence guard skips
             // whatever an earlier attempt managed to commit.
             let known = *self.applied.borrow();
-            match store::apply_batch(&self.pool, &self.cfg.name, &events, max_seq, known).await {
+            // Refused data is recorded and skipped inside; only errors that
+            // a retry may cure (PostgreSQL away, busy) come back here.
+            let refused = |s: &Sequenced| {
+                metrics::counter!("fhirstream_projector_refused_events_total",
+                    "projector" => self.cfg.name.clone(), "tenant" => s.event.tenant.to_string())
+                .increment(1);
+            };
+            match refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused).await {
                 Ok(cp) => break cp,
                 Err(e) => {
                     warn!(error = %e, "applying a batch failed; retrying");
