@@ -192,8 +192,9 @@ impl Projector {
                 // Resource events only: identifier claims have five tokens.
                 filter_subject: RESOURCE_EVENT_SUBJECTS.into(),
                 ack_policy: consumer::AckPolicy::All,
-                // Long enough that a batch retried while PostgreSQL is away is
-                // not redelivered behind its successors in the same session.
+                // Long enough that a batch being applied is never redelivered
+                // behind its successors in the same session (a failed batch
+                // ends the session; the next one starts at the checkpoint).
                 ack_wait: Duration::from_secs(600),
                 max_ack_pending: 100_000,
                 deliver_policy,
@@ -253,27 +254,22 @@ impl Projector {
         }
         let count = events.len();
         let newest_at = events.last().map(|s| s.event.at);
-        let mut backoff = Duration::from_millis(50);
-        let checkpoint = loop {
-            // Retrying the same batch is safe: the sequence guard skips
-            // whatever an earlier attempt managed to commit.
-            let known = *self.applied.borrow();
-            // Refused data is recorded and skipped inside; only errors that
-            // a retry may cure (PostgreSQL away, busy) come back here.
-            let refused = |s: &Sequenced| {
-                metrics::counter!("fhirstream_projector_refused_events_total",
-                    "projector" => self.cfg.name.clone(), "tenant" => s.event.tenant.to_string())
-                .increment(1);
-            };
-            match refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused).await {
-                Ok(cp) => break cp,
-                Err(e) => {
-                    warn!(error = %e, "applying a batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        // Refused data is recorded and skipped inside; only errors that a
+        // retry may cure (PostgreSQL away, busy) come back here, and those
+        // restart consumption from the checkpoint PostgreSQL holds. Retrying
+        // in place would trust the checkpoint this instance last wrote, and
+        // a PostgreSQL that crashed may have lost those commits (the pool
+        // runs with synchronous_commit off): the lost events were acked
+        // already, so only the checkpoint in the database brings them back.
+        let known = *self.applied.borrow();
+        let refused = |s: &Sequenced| {
+            metrics::counter!("fhirstream_projector_refused_events_total",
+                "projector" => self.cfg.name.clone(), "tenant" => s.event.tenant.to_string())
+            .increment(1);
         };
+        let checkpoint = refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused)
+            .await
+            .context("apply a batch")?;
         // Acking the last message acknowledges everything before it
         // (AckPolicy::All), and only after the commit above.
         if let Some(last) = last_msg
