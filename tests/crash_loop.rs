@@ -109,7 +109,8 @@ async fn client(base: String, w: usize, seed: u64, ledger: Arc<Mutex<Ledger>>, s
     let ids: Vec<String> = (0..6).map(|k| format!("w{w}-{k}")).collect();
     let mut known: Vec<Known> = vec![Known::Absent; ids.len()];
     let url = |id: &str| format!("{base}/Patient/{id}");
-    let body = |id: &str, n: u64| json!({"resourceType": "Patient", "id": id, "birthDate": format!("19{:02}", n % 100)});
+    let body =
+        |id: &str, n: u64| json!({"resourceType": "Patient", "id": id, "birthDate": format!("19{:02}", n % 100)});
     while !stop.load(Ordering::Relaxed) {
         let roll = rng.below(100);
         let k = rng.below(ids.len() as u64) as usize;
@@ -305,9 +306,8 @@ async fn a_server_killed_at_random_moments_loses_and_invents_no_acknowledged_wri
     let base = format!("http://127.0.0.1:{port}/fhir/{tenant}");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|w| tokio::spawn(client(base.clone(), w, seed, ledger.clone(), stop.clone())))
-        .collect();
+    let clients: Vec<_> =
+        (0..4).map(|w| tokio::spawn(client(base.clone(), w, seed, ledger.clone(), stop.clone()))).collect();
 
     for _ in 0..kills {
         // Sometimes during start-up, mostly while serving.
