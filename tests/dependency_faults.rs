@@ -274,6 +274,25 @@ async fn while_postgresql_is_away_reads_answer_503_and_everything_written_is_pro
     until_written(&app, &t, "after", Duration::from_secs(30)).await;
     let acked = load.finish().await;
     assert_nothing_lost_or_doubled(&app, &t, &acked).await;
+    // The restart ended the session that held the projector's lock; the
+    // projector must hold it again, or a standby could run beside it.
+    let pool = app.db.pool().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = pool.acquire().await.unwrap();
+        let key = "fhirstream.projector.main";
+        let free: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if !free {
+            break;
+        }
+        sqlx::query("select pg_advisory_unlock(hashtext($1))").bind(key).execute(&mut *conn).await.unwrap();
+        assert!(Instant::now() < deadline, "nobody holds the projector lock after PostgreSQL restarted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if written_during {
         app.wait_caught_up(Duration::from_secs(30)).await;
         assert_eq!(app.get(&t, "Patient/during").await.status(), 200, "the write made during the outage is projected");

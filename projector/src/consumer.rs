@@ -81,7 +81,7 @@ impl Projector {
     }
 
     async fn run_inner(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let _lock = tokio::select! {
+        let lock = tokio::select! {
             lock = self.acquire_lock() => lock?,
             () = cancel.cancelled() => return Ok(()),
         };
@@ -92,21 +92,52 @@ impl Projector {
             pool: self.pool.clone(),
         };
         let resources = async {
+            let mut lock = lock;
             loop {
-                match self.consume(&cancel).await {
-                    Ok(()) => return,
-                    Err(e) => {
+                // The lock lives as long as its PostgreSQL session: after a
+                // PostgreSQL restart a standby may hold it, and two active
+                // projectors would race on the same rows.
+                let consumed = tokio::select! {
+                    r = self.consume(&cancel) => Some(r),
+                    () = lock_lost(&mut lock) => None,
+                };
+                match consumed {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => {
                         warn!(error = %format!("{e:#}"), "projector interrupted; resuming from its checkpoint");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_millis(500)) => {}
                             () = cancel.cancelled() => return,
                         }
                     }
+                    None => {
+                        warn!("the projector lock's PostgreSQL session ended; taking the lock again");
+                        // Closed, never returned: a session that only answered
+                        // slowly may still hold the lock.
+                        drop(lock.detach());
+                        lock = tokio::select! {
+                            lock = self.reacquire_lock() => lock,
+                            () = cancel.cancelled() => return,
+                        };
+                    }
                 }
             }
         };
         tokio::join!(resources, tenants.run(cancel.clone()));
         Ok(())
+    }
+
+    /// [`Self::acquire_lock`] until PostgreSQL is back.
+    async fn reacquire_lock(&self) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+        loop {
+            match self.acquire_lock().await {
+                Ok(lock) => return lock,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "taking the projector lock failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// Holds a session-level advisory lock on a dedicated connection for as
@@ -319,6 +350,17 @@ impl Projector {
         let subject = applied_subject(&self.cfg.name);
         if let Err(e) = self.client.publish(subject, seq.to_string().into()).await {
             debug!(error = %e, "could not announce the checkpoint");
+        }
+    }
+}
+
+/// Returns once the lock's session no longer answers (checked every second).
+async fn lock_lost(lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let alive = tokio::time::timeout(Duration::from_secs(5), sqlx::query("select 1").execute(&mut **lock)).await;
+        if !matches!(alive, Ok(Ok(_))) {
+            return;
         }
     }
 }
