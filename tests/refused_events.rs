@@ -52,6 +52,12 @@ async fn an_event_postgresql_refuses_is_recorded_and_the_events_after_it_are_pro
     assert_eq!(rows, vec![(bad_seq as i64, format!("fhir.{t}.Patient.nul"), "nul".into(), "22P05".into())]);
     let (checkpoint, last) = app.projection_lag().await;
     assert_eq!(checkpoint, last, "the checkpoint moved past the refused event");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("fhirstream_projector_refused_events_total{") && l.ends_with(" 1")),
+        "the refusal is counted"
+    );
+    assert!(!metrics.contains(&t), "metrics never name a tenant");
 
     // Another tenant's refusals are its own; nothing of this one shows there.
     let other = app.tenant("refuse-other").await;

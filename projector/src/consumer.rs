@@ -293,10 +293,10 @@ impl Projector {
         // runs with synchronous_commit off): the lost events were acked
         // already, so only the checkpoint in the database brings them back.
         let known = *self.applied.borrow();
-        let refused = |s: &Sequenced| {
-            metrics::counter!("fhirstream_projector_refused_events_total",
-                "projector" => self.cfg.name.clone(), "tenant" => s.event.tenant.to_string())
-            .increment(1);
+        // No tenant label: metrics never name tenants (the ERROR log does).
+        let refused = |_: &Sequenced| {
+            metrics::counter!("fhirstream_projector_refused_events_total", "projector" => self.cfg.name.clone())
+                .increment(1);
         };
         let checkpoint = refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused)
             .await
