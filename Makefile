@@ -20,6 +20,7 @@ help:
 	@echo "make token        print a development token (TENANT=acme, SCOPE='system/*.* fhirstream/admin')"
 	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests"
 	@echo "make bench        run scripts/bench.sh (when it exists)"
+	@echo "make reliability  crash loop with 200 SIGKILLs, dependency faults, refused events (long form)"
 	@echo "make fmt          cargo fmt --all"
 	@echo "make lint         cargo clippy --workspace --all-targets -- -D warnings"
 	@echo "make clean-local  stop project-local NATS/PostgreSQL and delete .local/"
@@ -52,3 +53,11 @@ clean-local:
 	-scripts/ensure-nats.sh stop
 	-scripts/ensure-postgres.sh stop
 	rm -rf .local
+
+# The long form of the reliability suite: the crash loop with 200 SIGKILLs
+# (FHIRSTREAM_CRASH_KILLS overrides) and the dependency-fault tests.
+.PHONY: reliability
+reliability:
+	$(ENV) test scripts/drop-test-dbs.sh
+	$(ENV) test env FHIRSTREAM_CRASH_KILLS=$${FHIRSTREAM_CRASH_KILLS:-200} \
+		$(CARGO) nextest run -p fhirstream --test crash_loop --test dependency_faults --test refused_events --no-capture

@@ -109,13 +109,25 @@ impl EventStore {
         &self.tenants
     }
 
+    /// Fails at once while the client is not connected to NATS: the client
+    /// would otherwise queue the request until it reconnects or the ack
+    /// timeout passes, so every write would hang for the whole timeout.
+    fn require_connected(&self) -> Result<(), CommandError> {
+        match self.js.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(CommandError::Unavailable(format!("NATS is not connected ({state})"))),
+        }
+    }
+
     /// The last event on a resource subject, if any.
     pub async fn last_resource_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
+        self.require_connected()?;
         last_on(&self.resources, subject).await
     }
 
     /// The last event on a tenant subject, if any.
     pub async fn last_tenant_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
+        self.require_connected()?;
         last_on(&self.tenants, subject).await
     }
 
@@ -185,6 +197,7 @@ impl EventStore {
         headers: &[(&'static str, String)],
         payload: Vec<u8>,
     ) -> Result<u64, CommandError> {
+        self.require_connected()?;
         let mut msg = PublishMessage::build()
             .payload(Bytes::from(payload))
             .message_id(event_id.to_string())
@@ -229,6 +242,7 @@ impl EventStore {
         if n > MAX_BATCH {
             return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
         }
+        self.require_connected()?;
         let client = self.js.client();
         let started = std::time::Instant::now();
         let mut last_ack = None;

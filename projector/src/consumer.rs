@@ -14,8 +14,8 @@ use schemas::ResourceEvent;
 use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject, parse_resource_subject};
 
 use crate::apply::Sequenced;
-use crate::store;
 use crate::tenants::TenantProjection;
+use crate::{refusal, store};
 
 /// How a projector runs.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ impl Projector {
     }
 
     async fn run_inner(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let _lock = tokio::select! {
+        let lock = tokio::select! {
             lock = self.acquire_lock() => lock?,
             () = cancel.cancelled() => return Ok(()),
         };
@@ -92,21 +92,52 @@ impl Projector {
             pool: self.pool.clone(),
         };
         let resources = async {
+            let mut lock = lock;
             loop {
-                match self.consume(&cancel).await {
-                    Ok(()) => return,
-                    Err(e) => {
+                // The lock lives as long as its PostgreSQL session: after a
+                // PostgreSQL restart a standby may hold it, and two active
+                // projectors would race on the same rows.
+                let consumed = tokio::select! {
+                    r = self.consume(&cancel) => Some(r),
+                    () = lock_lost(&mut lock) => None,
+                };
+                match consumed {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => {
                         warn!(error = %format!("{e:#}"), "projector interrupted; resuming from its checkpoint");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_millis(500)) => {}
                             () = cancel.cancelled() => return,
                         }
                     }
+                    None => {
+                        warn!("the projector lock's PostgreSQL session ended; taking the lock again");
+                        // Closed, never returned: a session that only answered
+                        // slowly may still hold the lock.
+                        drop(lock.detach());
+                        lock = tokio::select! {
+                            lock = self.reacquire_lock() => lock,
+                            () = cancel.cancelled() => return,
+                        };
+                    }
                 }
             }
         };
         tokio::join!(resources, tenants.run(cancel.clone()));
         Ok(())
+    }
+
+    /// [`Self::acquire_lock`] until PostgreSQL is back.
+    async fn reacquire_lock(&self) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+        loop {
+            match self.acquire_lock().await {
+                Ok(lock) => return lock,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "taking the projector lock failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// Holds a session-level advisory lock on a dedicated connection for as
@@ -192,8 +223,9 @@ impl Projector {
                 // Resource events only: identifier claims have five tokens.
                 filter_subject: RESOURCE_EVENT_SUBJECTS.into(),
                 ack_policy: consumer::AckPolicy::All,
-                // Long enough that a batch retried while PostgreSQL is away is
-                // not redelivered behind its successors in the same session.
+                // Long enough that a batch being applied is never redelivered
+                // behind its successors in the same session (a failed batch
+                // ends the session; the next one starts at the checkpoint).
                 ack_wait: Duration::from_secs(600),
                 max_ack_pending: 100_000,
                 deliver_policy,
@@ -253,20 +285,22 @@ impl Projector {
         }
         let count = events.len();
         let newest_at = events.last().map(|s| s.event.at);
-        let mut backoff = Duration::from_millis(50);
-        let checkpoint = loop {
-            // Retrying the same batch is safe: the sequence guard skips
-            // whatever an earlier attempt managed to commit.
-            let known = *self.applied.borrow();
-            match store::apply_batch(&self.pool, &self.cfg.name, &events, max_seq, known).await {
-                Ok(cp) => break cp,
-                Err(e) => {
-                    warn!(error = %e, "applying a batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        // Refused data is recorded and skipped inside; only errors that a
+        // retry may cure (PostgreSQL away, busy) come back here, and those
+        // restart consumption from the checkpoint PostgreSQL holds. Retrying
+        // in place would trust the checkpoint this instance last wrote, and
+        // a PostgreSQL that crashed may have lost those commits (the pool
+        // runs with synchronous_commit off): the lost events were acked
+        // already, so only the checkpoint in the database brings them back.
+        let known = *self.applied.borrow();
+        // No tenant label: metrics never name tenants (the ERROR log does).
+        let refused = |_: &Sequenced| {
+            metrics::counter!("fhirstream_projector_refused_events_total", "projector" => self.cfg.name.clone())
+                .increment(1);
         };
+        let checkpoint = refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused)
+            .await
+            .context("apply a batch")?;
         // Acking the last message acknowledges everything before it
         // (AckPolicy::All), and only after the commit above.
         if let Some(last) = last_msg
@@ -316,6 +350,17 @@ impl Projector {
         let subject = applied_subject(&self.cfg.name);
         if let Err(e) = self.client.publish(subject, seq.to_string().into()).await {
             debug!(error = %e, "could not announce the checkpoint");
+        }
+    }
+}
+
+/// Returns once the lock's session no longer answers (checked every second).
+async fn lock_lost(lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let alive = tokio::time::timeout(Duration::from_secs(5), sqlx::query("select 1").execute(&mut **lock)).await;
+        if !matches!(alive, Ok(Ok(_))) {
+            return;
         }
     }
 }

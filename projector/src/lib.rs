@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod consumer;
 pub mod migrate;
+pub mod refusal;
 pub mod registry;
 pub mod replay;
 mod staging;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "one-round-trip read functions", include_str!("../migrations/0003_read_functions.sql")),
     (4, "search index", include_str!("../migrations/0004_search_values.sql")),
     (5, "tenants read the shared space", include_str!("../migrations/0005_shared_reads.sql")),
+    (6, "events PostgreSQL refused", include_str!("../migrations/0006_refused_events.sql")),
 ];
 
 /// The read-model migrator.

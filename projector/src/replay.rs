@@ -206,21 +206,32 @@ pub async fn verify(
     let (sequence, actual) = read_model(pool, tenant, &opts.projector).await?;
     let mut expected = Model::default();
     let mut events = 0;
+    let refused: std::collections::HashSet<i64> =
+        sqlx::query_scalar("select seq from refused_events where projector = $1 and tenant_id = $2 and seq <= $3")
+            .bind(&opts.projector)
+            .bind(tenant.as_str())
+            .bind(sequence as i64)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
     if sequence > 0 {
         let reader = TenantEvents::open(js, &opts.stream, tenant, 0).await?;
         progress(Step::Reading { pending: reader.pending() });
         let (tx, mut rx) = mpsc::channel(4);
         let reader = tokio::spawn(reader.send(Cut::at_seq(sequence), opts.batch_size.max(1), tx));
         while let Some(batch) = rx.recv().await {
-            for s in &batch.events {
+            for s in batch.events.iter().filter(|s| !refused.contains(&(s.seq as i64))) {
                 expected.fold(&s.event, s.seq);
+                events += 1;
             }
-            events += batch.events.len() as u64;
             progress(Step::Applied(batch.events.len() as u64));
         }
         reader.await.map_err(anyhow::Error::from)??;
     }
-    Ok(Report::new(tenant.as_str(), sequence, events, &expected, &actual, limit))
+    let mut report = Report::new(tenant.as_str(), sequence, events, &expected, &actual, limit);
+    report.refused = refused.len() as u64;
+    Ok(report)
 }
 
 /// The tenant's rows and the projector's checkpoint, read in one snapshot

@@ -26,9 +26,9 @@ use schemas::TenantId;
 
 use crate::ProjectorError;
 use crate::replay::Step;
-use crate::store;
 use crate::tenant_events::{Cut, TenantEvents};
 use crate::verify::Counts;
+use crate::{refusal, store};
 
 /// The checkpoint row of a staging schema.
 const CHECKPOINT: &str = "replay";
@@ -122,6 +122,7 @@ impl Staging {
              create unlogged table \"{s}\".search_values (like search_values including defaults including constraints);
              create index on \"{s}\".search_values (tenant_id, resource_type, id);
              create unlogged table \"{s}\".projector_checkpoints (like projector_checkpoints including all);
+             create unlogged table \"{s}\".refused_events (like refused_events including all);
              create unlogged table \"{s}\".replay_meta (
                  tenant            text        not null,
                  tenant_created_at timestamptz,
@@ -184,7 +185,10 @@ impl Staging {
         let reader = tokio::spawn(events.send(cut, batch_size.max(1), tx));
         let mut known = from;
         while let Some(batch) = rx.recv().await {
-            known = store::apply_batch(&self.pool, CHECKPOINT, &batch.events, batch.max_seq, known).await?;
+            // The same refusals as the live projector's, so a replay leaves
+            // out what the live read model left out.
+            known =
+                refusal::apply_or_refuse(&self.pool, CHECKPOINT, &batch.events, batch.max_seq, known, &|_| {}).await?;
             folded.events += batch.events.len() as u64;
             let keys = batch
                 .events

@@ -419,6 +419,10 @@ pub struct Report {
     pub expected: Counts,
     pub actual: Counts,
     pub total_differences: usize,
+    /// Events left out of the fold because the projector recorded them in
+    /// `refused_events` (PostgreSQL refused their data); the read model
+    /// lacks them by design.
+    pub refused: u64,
     /// The first `limit` differences.
     pub differences: Vec<Difference>,
 }
@@ -437,6 +441,7 @@ impl Report {
             expected,
             actual,
             total_differences,
+            refused: 0,
             differences,
         }
     }
@@ -450,6 +455,9 @@ impl fmt::Display for Report {
         writeln!(f, "tenant {} at sequence {} ({} events)", self.tenant, self.sequence, self.events)?;
         writeln!(f, "  events:     {}", counts(&self.expected))?;
         writeln!(f, "  read model: {}", counts(&self.actual))?;
+        if self.refused > 0 {
+            writeln!(f, "  refused:    {} events PostgreSQL refused (see refused_events)", self.refused)?;
+        }
         if self.identical {
             return writeln!(f, "identical");
         }
