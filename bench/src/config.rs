@@ -89,7 +89,11 @@ pub struct BenchArgs {
     #[arg(long, env = "FHIRSTREAM_BENCH_RAW_BATCH", default_value_t = 1000)]
     pub raw_batch: usize,
     /// Scenarios to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select"
+    )]
     pub scenarios: Vec<Scenario>,
     /// PID of the server, for RSS and CPU during P1.
     #[arg(long, env = "FHIRSTREAM_BENCH_SERVER_PID")]

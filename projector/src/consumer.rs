@@ -50,6 +50,8 @@ pub struct Projector {
     applied: watch::Sender<u64>,
     /// Events applied since the read models' statistics were last refreshed.
     since_analyze: std::sync::atomic::AtomicU64,
+    /// When they were last refreshed after a settled burst.
+    last_settled_analyze: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// After a burst of this many events the projector refreshes the planner's
@@ -57,14 +59,51 @@ pub struct Projector {
 /// a freshly loaded tenant's searches are planned as if its tables were
 /// empty (seen here: a chained search over 35k resources ran for minutes
 /// before ANALYZE and in 5 ms after it).
-const ANALYZE_AFTER_EVENTS: u64 = 20_000;
+const ANALYZE_AFTER_EVENTS: u64 = 5_000;
+/// ...but not more often than this, so a steady trickle that keeps
+/// settling does not analyze every few seconds...
+const ANALYZE_SETTLED_EVERY: Duration = Duration::from_secs(60);
 /// ...or, while a long burst goes on, after this many.
 const ANALYZE_DURING_BURST: u64 = 500_000;
+
+/// Whether (and how) to refresh statistics after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Analyze {
+    No,
+    /// The burst has settled: refresh before acking the batch, so a client
+    /// that waits until the projector has caught up also finds its searches
+    /// planned with the new rows (searches right after an import otherwise
+    /// raced the refresh and could run into the statement timeout).
+    BeforeAck,
+    /// A long burst goes on: refresh beside it.
+    Beside,
+}
+
+/// Decides the refresh from the events applied since the last one, the
+/// events still pending, and the time since the last settled refresh.
+fn analyze_due(since: u64, pending: u64, since_settled: Option<Duration>) -> Analyze {
+    if since >= ANALYZE_DURING_BURST {
+        Analyze::Beside
+    } else if since >= ANALYZE_AFTER_EVENTS && pending == 0 && since_settled.is_none_or(|d| d >= ANALYZE_SETTLED_EVERY)
+    {
+        Analyze::BeforeAck
+    } else {
+        Analyze::No
+    }
+}
 
 impl Projector {
     pub fn new(cfg: ProjectorConfig, client: async_nats::Client, pool: PgPool) -> Self {
         let js = jetstream::new(client.clone());
-        Self { cfg, client, js, pool, applied: watch::Sender::new(0), since_analyze: Default::default() }
+        Self {
+            cfg,
+            client,
+            js,
+            pool,
+            applied: watch::Sender::new(0),
+            since_analyze: Default::default(),
+            last_settled_analyze: Default::default(),
+        }
     }
 
     /// The stream sequence this projector has applied, as it advances.
@@ -301,6 +340,7 @@ impl Projector {
         let checkpoint = refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused)
             .await
             .context("apply a batch")?;
+        self.maybe_analyze(count as u64, pending).await;
         // Acking the last message acknowledges everything before it
         // (AckPolicy::All), and only after the commit above.
         if let Some(last) = last_msg
@@ -320,27 +360,39 @@ impl Projector {
         }
         self.applied.send_replace(checkpoint);
         self.announce(checkpoint).await;
-        self.maybe_analyze(count as u64, pending);
         Ok(())
     }
 
-    /// Refreshes statistics in the background once a burst has settled.
-    fn maybe_analyze(&self, applied: u64, pending: u64) {
+    /// Refreshes the planner's statistics when a burst has settled (before
+    /// the batch is acked) or while a long one goes on (beside it).
+    async fn maybe_analyze(&self, applied: u64, pending: u64) {
         use std::sync::atomic::Ordering;
         let total = self.since_analyze.fetch_add(applied, Ordering::Relaxed) + applied;
-        let due = (total >= ANALYZE_AFTER_EVENTS && pending == 0) || total >= ANALYZE_DURING_BURST;
-        if !due {
+        let since_settled = self.last_settled_analyze.lock().ok().and_then(|l| l.map(|t| t.elapsed()));
+        let due = analyze_due(total, pending, since_settled);
+        if due == Analyze::No {
             return;
         }
         self.since_analyze.store(0, Ordering::Relaxed);
         let pool = self.pool.clone();
-        tokio::spawn(async move {
+        let refresh = async move {
             let started = std::time::Instant::now();
-            match store::analyze(&pool).await {
-                Ok(()) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "read-model statistics refreshed"),
-                Err(e) => warn!(error = %e, "refreshing read-model statistics failed"),
+            match tokio::time::timeout(Duration::from_secs(120), store::analyze(&pool)).await {
+                Ok(Ok(())) => {
+                    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "read-model statistics refreshed");
+                }
+                Ok(Err(e)) => warn!(error = %e, "refreshing read-model statistics failed"),
+                Err(_) => warn!("refreshing read-model statistics took over 120 s; gave up"),
             }
-        });
+        };
+        if due == Analyze::BeforeAck {
+            if let Ok(mut last) = self.last_settled_analyze.lock() {
+                *last = Some(std::time::Instant::now());
+            }
+            refresh.await;
+        } else {
+            tokio::spawn(refresh);
+        }
     }
 
     async fn announce(&self, seq: u64) {
@@ -440,6 +492,16 @@ mod tests {
         assert_eq!(complete_commits(&[Some(&b0), Some(&b1), Some(&b2)]), 3);
         assert_eq!(complete_commits(&[Some(&a0), None]), 2, "poison never blocks");
         assert_eq!(complete_commits(&[]), 0);
+    }
+
+    #[test]
+    fn statistics_are_refreshed_before_the_ack_once_a_burst_settles_and_beside_a_long_one() {
+        assert_eq!(analyze_due(4_999, 0, None), Analyze::No);
+        assert_eq!(analyze_due(5_000, 0, None), Analyze::BeforeAck);
+        assert_eq!(analyze_due(5_000, 10, None), Analyze::No, "not while events are pending");
+        assert_eq!(analyze_due(9_000, 0, Some(Duration::from_secs(5))), Analyze::No, "not every few seconds");
+        assert_eq!(analyze_due(9_000, 0, Some(ANALYZE_SETTLED_EVERY)), Analyze::BeforeAck);
+        assert_eq!(analyze_due(ANALYZE_DURING_BURST, 1_000, None), Analyze::Beside);
     }
 
     #[test]

@@ -91,11 +91,12 @@ pub async fn neighbour_in_partition_of(pool: &PgPool, small: &str, prefix: &str)
         let t = t.to_owned();
         async move {
             for r in 0..16 {
-                let hit: bool = sqlx::query_scalar("select satisfies_hash_partition('resources'::regclass, 16, $2, $1::text)")
-                    .bind(&t)
-                    .bind(r)
-                    .fetch_one(pool)
-                    .await?;
+                let hit: bool =
+                    sqlx::query_scalar("select satisfies_hash_partition('resources'::regclass, 16, $2, $1::text)")
+                        .bind(&t)
+                        .bind(r)
+                        .fetch_one(pool)
+                        .await?;
                 if hit {
                     return Ok::<_, sqlx::Error>(Some(r));
                 }
@@ -117,17 +118,13 @@ pub async fn neighbour_in_partition_of(pool: &PgPool, small: &str, prefix: &str)
 /// resources; returns (resources, index rows). ANALYZEs afterwards, as the
 /// projector does after a burst.
 pub async fn fill(pool: &PgPool, source: &str, neighbour: &str, target: u64) -> anyhow::Result<(u64, u64)> {
-    let have: i64 = sqlx::query_scalar("select count(*) from resources where tenant_id = $1")
-        .bind(source)
-        .fetch_one(pool)
-        .await?;
+    let have: i64 =
+        sqlx::query_scalar("select count(*) from resources where tenant_id = $1").bind(source).fetch_one(pool).await?;
     anyhow::ensure!(have > 0, "the source tenant {source} has no resources to copy");
     let copies = target.div_ceil(have as u64) as i64;
-    for (table, id_cols) in [
-        ("resource_versions", vec!["id"]),
-        ("resources", vec!["id"]),
-        ("search_values", vec!["id", "ref_id"]),
-    ] {
+    for (table, id_cols) in
+        [("resource_versions", vec!["id"]), ("resources", vec!["id"]), ("search_values", vec!["id", "ref_id"])]
+    {
         let cols: Vec<String> = sqlx::query_scalar(
             "select column_name::text from information_schema.columns
              where table_schema = 'public' and table_name = $1 order by ordinal_position",
