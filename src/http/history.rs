@@ -21,6 +21,14 @@ use super::{ApiError, SharedState};
 const DEFAULT_COUNT: u32 = 100;
 
 /// `GET /fhir/{tenant}/{type}/_history`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/_history",
+    tag = "FHIR",
+    operation_id = "type-history",
+    params(super::openapi::TypePath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn type_history(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -32,6 +40,14 @@ pub(super) async fn type_history(
 }
 
 /// `GET /fhir/{tenant}/_history`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/_history",
+    tag = "FHIR",
+    operation_id = "system-history",
+    params(super::openapi::TenantPath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn system_history(
     State(state): State<SharedState>,
     t: InTenant,

@@ -25,6 +25,14 @@ fn not_found(t: &InstanceTarget) -> ApiError {
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}",
+    tag = "FHIR",
+    operation_id = "read",
+    params(super::openapi::InstancePath),
+    responses(super::openapi::ResourceResponses)
+)]
 pub(super) async fn read(
     State(state): State<SharedState>,
     target: InstanceTarget,
@@ -62,6 +70,14 @@ pub(super) async fn read(
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}/_history/{vid}`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}/_history/{vid}",
+    tag = "FHIR",
+    operation_id = "vread",
+    params(super::openapi::VersionPath),
+    responses(super::openapi::ResourceResponses)
+)]
 pub(super) async fn vread(
     State(state): State<SharedState>,
     target: VersionTarget,
@@ -92,6 +108,14 @@ pub(super) async fn vread(
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}/_history`: newest first.
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}/_history",
+    tag = "FHIR",
+    operation_id = "instance-history",
+    params(super::openapi::InstancePath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn history(
     State(state): State<SharedState>,
     target: InstanceTarget,
