@@ -273,6 +273,16 @@ mod tests {
     }
 
     #[test]
+    fn the_tenant_configuration_flag_is_not_taken_for_a_config_file() {
+        let argv = ["fhirstream", "tenants", "configure", "acme", "--name", "A", "--config", "{\"allowed_types\":[]}"];
+        let Command::Tenants(t) = parse_from(argv).unwrap().command else { panic!("not tenants") };
+        match t.action {
+            crate::config::TenantAction::Configure { config, .. } => assert_eq!(config, "{\"allowed_types\":[]}"),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
     fn the_command_line_is_still_checked_without_a_file() {
         assert!(parse_from(["fhirstream", "serve", "--listen", "nowhere"]).is_err());
         assert!(parse_from(["fhirstream", "serve", "--listen", "127.0.0.1:1"]).is_ok());
