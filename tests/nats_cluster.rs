@@ -188,7 +188,9 @@ async fn a_stopped_and_restarted_cluster_server_loses_no_acknowledged_write() {
     assert!(before > 0, "no write was acknowledged before the fail-over");
     cluster.node(&leader).stop();
     let down_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Longer than an election (about 5 s here), so writes must resume
+    // with two servers before the third is back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     cluster.node(&leader).start();
     let up_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -221,10 +223,24 @@ async fn a_stopped_and_restarted_cluster_server_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Every acknowledged write is there: in the read model, at its version.
+    // Every acknowledged write is in the stream, at its version: this is
+    // the durability promise.
+    let mut stream = js.get_stream("FHIR").await.unwrap();
+    for (id, vid, _) in &acked {
+        let msg = stream
+            .get_last_raw_message_by_subject(&format!("fhir.{tenant}.Patient.{id}"))
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged Patient/{id} is not in the stream: {e}"));
+        let event: Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(event["version"].to_string().trim_matches('"'), vid.as_str(), "{id}: {event}");
+    }
+    // And the projector gets past the fail-over: the read model has each
+    // one. A pull consumer notices a lost consumer leader only by missed
+    // heartbeats (2 x 5 s), so this may take a while.
+    let caught_up_from = Instant::now();
+    let deadline = caught_up_from + Duration::from_secs(30);
     for (id, vid, _) in &acked {
         let url = format!("{base}/fhir/{tenant}/Patient/{id}");
-        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let res = http.get(&url).send().await.unwrap();
             if res.status() == 200 {
@@ -232,13 +248,17 @@ async fn a_stopped_and_restarted_cluster_server_loses_no_acknowledged_write() {
                 assert_eq!(p["meta"]["versionId"], vid.as_str(), "{id}");
                 break;
             }
-            assert!(Instant::now() < deadline, "acknowledged Patient/{id} is not readable: {}", res.status());
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged Patient/{id} never reached the read model: {}",
+                res.status()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    eprintln!("read model had every acknowledged write {:?} after the writes stopped", caught_up_from.elapsed());
     // And the stream holds exactly one event per acknowledged create (a
     // failed write may have been stored too: never fewer, at most that many more).
-    let mut stream = js.get_stream("FHIR").await.unwrap();
     let stored = stream.info().await.unwrap().state.messages as usize;
     assert!(stored >= acked.len(), "stream holds {stored} events for {} acknowledged writes", acked.len());
     assert!(stored <= acked.len() + failures, "{stored} events for {} acked and {failures} failed", acked.len());
