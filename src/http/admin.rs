@@ -42,6 +42,7 @@ fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
 }
 
 /// `POST /admin/tenants`
+#[utoipa::path(post, path = "/admin/tenants", tag = "admin", operation_id = "create-tenant", request_body = super::openapi::TenantDocument, responses(super::openapi::AdminResponses))]
 pub(super) async fn create(
     State(state): State<SharedState>,
     caller: Caller,
@@ -64,12 +65,27 @@ pub(super) async fn create(
 }
 
 /// `GET /admin/tenants`
+#[utoipa::path(
+    get,
+    path = "/admin/tenants",
+    tag = "admin",
+    operation_id = "list-tenants",
+    responses(super::openapi::AdminResponses)
+)]
 pub(super) async fn list(State(state): State<SharedState>, caller: Caller) -> Result<Json<Vec<TenantState>>, ApiError> {
     caller.require_admin()?;
     Ok(Json(state.tenants.list()))
 }
 
 /// `GET /admin/tenants/{tenant}`
+#[utoipa::path(
+    get,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    operation_id = "get-tenant",
+    params(super::openapi::AdminTenantPath),
+    responses(super::openapi::AdminResponses)
+)]
 pub(super) async fn get(
     State(state): State<SharedState>,
     caller: Caller,
@@ -81,6 +97,7 @@ pub(super) async fn get(
 }
 
 /// `PUT /admin/tenants/{tenant}`: replaces name and configuration.
+#[utoipa::path(put, path = "/admin/tenants/{tenant}", tag = "admin", operation_id = "configure-tenant", params(super::openapi::AdminTenantPath), request_body = super::openapi::TenantUpdateDocument, responses(super::openapi::AdminResponses))]
 pub(super) async fn configure(
     State(state): State<SharedState>,
     caller: Caller,
@@ -101,6 +118,14 @@ pub(super) async fn configure(
 /// `DELETE /admin/tenants/{tenant}`: records the deletion, purges the
 /// tenant's events from the stream and its rows from the read models, and
 /// answers with the proof that none are left.
+#[utoipa::path(
+    delete,
+    path = "/admin/tenants/{tenant}",
+    tag = "admin",
+    operation_id = "delete-tenant",
+    params(super::openapi::AdminTenantPath),
+    responses(super::openapi::AdminResponses)
+)]
 pub(super) async fn delete(
     State(state): State<SharedState>,
     caller: Caller,

@@ -31,6 +31,14 @@ struct Scope<'a> {
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}/_history`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}/_history",
+    tag = "FHIR",
+    operation_id = "instance-history",
+    params(super::openapi::InstancePath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn instance_history(
     State(state): State<SharedState>,
     target: InstanceTarget,
@@ -55,6 +63,14 @@ pub(super) async fn instance_history(
 }
 
 /// `GET /fhir/{tenant}/{type}/_history`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/_history",
+    tag = "FHIR",
+    operation_id = "type-history",
+    params(super::openapi::TypePath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn type_history(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -67,6 +83,14 @@ pub(super) async fn type_history(
 }
 
 /// `GET /fhir/{tenant}/_history`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/_history",
+    tag = "FHIR",
+    operation_id = "system-history",
+    params(super::openapi::TenantPath, super::openapi::HistoryQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn system_history(
     State(state): State<SharedState>,
     t: InTenant,

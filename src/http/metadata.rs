@@ -17,6 +17,7 @@ use super::{ApiError, SharedState};
 /// the tenant gets the tenant's own statement (404 if it does not exist);
 /// anyone else gets the server's generic statement for any well-formed
 /// tenant name, so the endpoint is no oracle for which tenants exist.
+#[utoipa::path(get, path = "/fhir/{tenant}/metadata", tag = "FHIR", operation_id = "capabilities", security(()), params(super::openapi::TenantPath), responses(super::openapi::ResourceResponses))]
 pub(super) async fn capability_statement(
     State(state): State<SharedState>,
     PathText(raw): PathText,

@@ -13,6 +13,7 @@ mod history;
 pub mod limits;
 mod metadata;
 mod observe;
+mod openapi;
 mod read;
 pub mod response;
 mod search;
@@ -182,6 +183,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(observe::ready))
         .route("/metrics", get(observe::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outside routing and auth, so a hostile URL or header costs no

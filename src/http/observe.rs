@@ -29,6 +29,7 @@ pub(super) async fn track(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()), responses(super::openapi::OpsResponses))]
 pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
     let Some(ops) = &state.ops else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled").into_response();
@@ -49,6 +50,7 @@ pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
 
 /// `GET /ready`: NATS with JetStream, PostgreSQL with current migrations,
 /// and the projector within its lag bound. 200 or 503, with each check.
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready", security(()), responses(super::openapi::OpsResponses))]
 pub(super) async fn ready(State(state): State<SharedState>) -> Response {
     let Some(ops) = &state.ops else {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response();

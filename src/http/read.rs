@@ -20,6 +20,14 @@ fn not_found(t: &InstanceTarget) -> ApiError {
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}",
+    tag = "FHIR",
+    operation_id = "read",
+    params(super::openapi::InstancePath),
+    responses(super::openapi::ResourceResponses)
+)]
 pub(super) async fn read(
     State(state): State<SharedState>,
     target: InstanceTarget,
@@ -57,6 +65,14 @@ pub(super) async fn read(
 }
 
 /// `GET /fhir/{tenant}/{type}/{id}/_history/{vid}`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}/{id}/_history/{vid}",
+    tag = "FHIR",
+    operation_id = "vread",
+    params(super::openapi::VersionPath),
+    responses(super::openapi::ResourceResponses)
+)]
 pub(super) async fn vread(
     State(state): State<SharedState>,
     target: VersionTarget,

@@ -19,6 +19,14 @@ use super::response::fhir_json;
 use super::{ApiError, SharedState};
 
 /// `GET /fhir/{tenant}/{type}?...`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}/{rtype}",
+    tag = "FHIR",
+    operation_id = "search-type",
+    params(super::openapi::TypePath, super::openapi::SearchQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn type_get(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -31,6 +39,7 @@ pub(super) async fn type_get(
 }
 
 /// `POST /fhir/{tenant}/{type}/_search` with a form-encoded body.
+#[utoipa::path(post, path = "/fhir/{tenant}/{rtype}/_search", tag = "FHIR", operation_id = "search-type-post", params(super::openapi::TypePath), request_body(content = String, description = "Search parameters, form-encoded", content_type = "application/x-www-form-urlencoded"), responses(super::openapi::BundleResponses))]
 pub(super) async fn type_post(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -44,6 +53,14 @@ pub(super) async fn type_post(
 }
 
 /// `GET /fhir/{tenant}?_type=...`
+#[utoipa::path(
+    get,
+    path = "/fhir/{tenant}",
+    tag = "FHIR",
+    operation_id = "search-system",
+    params(super::openapi::TenantPath, super::openapi::SearchQuery),
+    responses(super::openapi::BundleResponses)
+)]
 pub(super) async fn system_get(
     State(state): State<SharedState>,
     t: InTenant,
@@ -56,6 +73,7 @@ pub(super) async fn system_get(
 }
 
 /// `POST /fhir/{tenant}/_search` with a form-encoded body.
+#[utoipa::path(post, path = "/fhir/{tenant}/_search", tag = "FHIR", operation_id = "search-system-post", params(super::openapi::TenantPath), request_body(content = String, description = "Search parameters, form-encoded", content_type = "application/x-www-form-urlencoded"), responses(super::openapi::BundleResponses))]
 pub(super) async fn system_post(
     State(state): State<SharedState>,
     t: InTenant,

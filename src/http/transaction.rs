@@ -87,6 +87,7 @@ fn single_failure(f: EntryFailure) -> ApiError {
 }
 
 /// `POST /fhir/{tenant}`: a transaction or batch Bundle.
+#[utoipa::path(post, path = "/fhir/{tenant}", tag = "FHIR", operation_id = "transaction", params(super::openapi::TenantPath), request_body(content = super::openapi::Bundle, content_type = "application/fhir+json"), responses(super::openapi::BundleResponses))]
 pub(super) async fn bundle(
     State(state): State<SharedState>,
     t: InTenant,
@@ -299,6 +300,7 @@ pub(super) async fn conditional_create(
 }
 
 /// `PUT /fhir/{tenant}/{type}?identifier=...`
+#[utoipa::path(put, path = "/fhir/{tenant}/{rtype}", tag = "FHIR", operation_id = "conditional-update", params(super::openapi::TypePath, super::openapi::SearchQuery), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses(super::openapi::WriteResponses))]
 pub(super) async fn conditional_update(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -322,6 +324,14 @@ pub(super) async fn conditional_update(
 }
 
 /// `DELETE /fhir/{tenant}/{type}?identifier=...`
+#[utoipa::path(
+    delete,
+    path = "/fhir/{tenant}/{rtype}",
+    tag = "FHIR",
+    operation_id = "conditional-delete",
+    params(super::openapi::TypePath, super::openapi::SearchQuery),
+    responses(super::openapi::WriteResponses)
+)]
 pub(super) async fn conditional_delete(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -335,6 +345,7 @@ pub(super) async fn conditional_delete(
 }
 
 /// `PATCH /fhir/{tenant}/{type}/{id}` with a JSON Patch document.
+#[utoipa::path(patch, path = "/fhir/{tenant}/{rtype}/{id}", tag = "FHIR", operation_id = "patch", params(super::openapi::InstancePath), request_body(content = Vec<serde_json::Value>, description = "JSON Patch (RFC 6902)", content_type = "application/json-patch+json"), responses(super::openapi::WriteResponses))]
 pub(super) async fn patch(
     State(state): State<SharedState>,
     target: InstanceTarget,

@@ -16,6 +16,7 @@ use super::{ApiError, SharedState};
 const CONSISTENCY_HEADER: &str = "x-fhirstream-consistency";
 
 /// `POST /fhir/{tenant}/{type}`
+#[utoipa::path(post, path = "/fhir/{tenant}/{rtype}", tag = "FHIR", operation_id = "create", params(super::openapi::TypePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses(super::openapi::WriteResponses))]
 pub(super) async fn create(
     State(state): State<SharedState>,
     target: TypeTarget,
@@ -38,6 +39,7 @@ pub(super) async fn create(
 }
 
 /// `PUT /fhir/{tenant}/{type}/{id}`
+#[utoipa::path(put, path = "/fhir/{tenant}/{rtype}/{id}", tag = "FHIR", operation_id = "update", params(super::openapi::InstancePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses(super::openapi::WriteResponses))]
 pub(super) async fn update(
     State(state): State<SharedState>,
     target: InstanceTarget,
@@ -63,6 +65,14 @@ pub(super) async fn update(
 
 /// `DELETE /fhir/{tenant}/{type}/{id}`: 204 whether or not there was
 /// anything to delete (deletes are idempotent in FHIR).
+#[utoipa::path(
+    delete,
+    path = "/fhir/{tenant}/{rtype}/{id}",
+    tag = "FHIR",
+    operation_id = "delete",
+    params(super::openapi::InstancePath),
+    responses(super::openapi::WriteResponses)
+)]
 pub(super) async fn delete(
     State(state): State<SharedState>,
     target: InstanceTarget,
