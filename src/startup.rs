@@ -34,6 +34,7 @@ pub struct App {
     router: Router,
     base_url: String,
     projector: Option<Projector>,
+    connections: crate::serve::ConnectionLimits,
 }
 
 impl App {
@@ -127,13 +128,18 @@ impl App {
                 stream: cfg.conn.stream.clone(),
                 tenant_stream: cfg.conn.tenant_stream.clone(),
                 batch_size: cfg.projector_batch,
+                batch_bytes: cfg.limits.projector_batch_bytes,
             };
             Projector::new(pcfg, nats.clone(), pool.clone())
         });
         let router = http::router(state).layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<_>| info_span!("request", method = %req.method(), path = %req.uri().path()),
         ));
-        Ok(Self { listener, router, base_url, projector })
+        let connections = crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(cfg.limits.header_read_timeout_ms),
+            max_connections: cfg.limits.max_connections,
+        };
+        Ok(Self { listener, router, base_url, projector, connections })
     }
 
     pub fn port(&self) -> u16 {
@@ -151,13 +157,11 @@ impl App {
         let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
         info!(base_url = %self.base_url, "fhirstream listening");
         let stop = token.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .await
-            .context("serve HTTP")?;
+        let shutdown = async move {
+            shutdown.await;
+            stop.cancel();
+        };
+        crate::serve::serve(self.listener, self.router, self.connections, shutdown).await.context("serve HTTP")?;
         token.cancel();
         if let Some(handle) = projector {
             match tokio::time::timeout(Duration::from_secs(10), handle).await {
