@@ -212,10 +212,42 @@ async fn a_graceful_shutdown_finishes_the_request_in_flight_and_then_stops_accep
     let stopping = Instant::now();
     app.stop().await;
     let stopped_in = stopping.elapsed();
+    eprintln!("stopped in {stopped_in:?}");
     let (raw, closed) = in_flight.await.unwrap();
     assert_eq!(status(&raw), Some(201), "{}", String::from_utf8_lossy(&raw));
     assert!(closed, "the connection was closed after its last answer");
     assert!(stopped_in >= Duration::from_millis(400) && stopped_in < Duration::from_secs(10), "{stopped_in:?}");
     let addr = app.base.trim_start_matches("http://").to_owned();
     assert!(TcpStream::connect(addr).await.is_err(), "a stopped server still accepts connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_bounded_to_one_byte_per_batch_still_applies_large_resources_and_whole_transactions() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.projector_batch_bytes = 1).await;
+    let t = app.tenant("bytes").await;
+    let big = json!({"resourceType": "Patient", "id": "big", "text": {"status": "generated",
+        "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", "x".repeat(200_000))}});
+    let res = app.put(&t, "Patient/big", &big).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["x-fhirstream-projection"], "applied");
+    let entries: Vec<_> = (0..5)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient", "id": format!("t{i}")},
+                        "request": {"method": "PUT", "url": format!("Patient/t{i}")}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let res = app
+        .http
+        .post(app.fhir(&t, ""))
+        .header("content-type", "application/fhir+json")
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-fhirstream-projection"], "applied");
+    let found: serde_json::Value = app.get(&t, "Patient?_total=accurate").await.json().await.unwrap();
+    assert_eq!(found["total"], 6, "{found}");
+    app.wait_caught_up(Duration::from_secs(10)).await;
 }
