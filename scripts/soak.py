@@ -22,7 +22,7 @@ import time
 
 stop = threading.Event()
 lock = threading.Lock()
-counts = {"requests": 0, "errors_5xx": 0, "errors_other": 0, "slow_408": 0, "slow_other": 0, "idle_reclaimed": 0}
+counts = {"requests": 0, "unavailable_503": 0, "errors_5xx": 0, "errors_other": 0, "slow_408": 0, "slow_other": 0, "idle_reclaimed": 0}
 
 
 def count(key, n=1):
@@ -55,7 +55,12 @@ class Client:
                 res = self.conn.getresponse()
                 payload = res.read()
                 count("requests")
-                if res.status >= 500:
+                if res.status == 503:
+                    # Shed or a dependency too slow (pool timeout): the
+                    # server says so and stays up, which is what overload
+                    # should look like.
+                    count("unavailable_503")
+                elif res.status >= 500:
                     count("errors_5xx")
                     print(f"5xx: {method} {path} -> {res.status} {payload[:200]!r}", file=sys.stderr)
                 return res.status, payload
@@ -189,7 +194,7 @@ def main():
             out.write(f"{time.time() - start:.0f},{r},{hwm},{snap['requests']},{snap['errors_5xx']}\n")
             out.flush()
             print(f"[soak] {time.time() - start:5.0f}s rss {r / 1024:7.1f} MiB peak {hwm / 1024:7.1f} MiB "
-                  f"requests {snap['requests']} 5xx {snap['errors_5xx']} slow-408 {snap['slow_408']} "
+                  f"requests {snap['requests']} 503 {snap['unavailable_503']} other 5xx {snap['errors_5xx']} slow-408 {snap['slow_408']} "
                   f"idle-reclaimed {snap['idle_reclaimed']}", file=sys.stderr)
     stop.set()
     final, hwm = rss(args.pid)
