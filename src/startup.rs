@@ -156,11 +156,9 @@ impl App {
         let token = CancellationToken::new();
         let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
         info!(base_url = %self.base_url, "fhirstream listening");
-        let stop = token.clone();
-        let shutdown = async move {
-            shutdown.await;
-            stop.cancel();
-        };
+        // The projector stops only after the last request: a write in flight
+        // at shutdown waits for its projection, which a stopped projector
+        // would leave pending for the whole read-your-writes timeout.
         crate::serve::serve(self.listener, self.router, self.connections, shutdown).await.context("serve HTTP")?;
         token.cancel();
         if let Some(handle) = projector {
