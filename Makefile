@@ -13,7 +13,7 @@ TEST_CMD ?= $(CARGO) test --workspace --no-fail-fast
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help run token test bench fmt lint clean-local
+.PHONY: help run token test bench fmt lint clean-local fuzz soak
 
 help:
 	@echo "make run          provision NATS + PostgreSQL, then cargo run --release -- serve"
@@ -21,6 +21,8 @@ help:
 	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests"
 	@echo "make bench        run scripts/bench.sh (when it exists)"
 	@echo "make reliability  crash loop with 200 SIGKILLs, dependency faults, refused events (long form)"
+	@echo "make fuzz         fuzz the request parsers, FUZZ_SECONDS per target (20; long form 600)"
+	@echo "make soak         SOAK_MINUTES of mixed load on a release build, sampling the server's RSS"
 	@echo "make fmt          cargo fmt --all"
 	@echo "make lint         cargo clippy --workspace --all-targets -- -D warnings"
 	@echo "make clean-local  stop project-local NATS/PostgreSQL and delete .local/"
@@ -42,6 +44,16 @@ test:
 bench:
 	@if [ -f scripts/bench.sh ]; then $(ENV) all bash scripts/bench.sh; \
 	else echo "bench: scripts/bench.sh does not exist yet"; fi
+
+# Fuzzing needs cargo-fuzz (installed by the script) and is not part of
+# `make test`, which replays the corpus and saved crashes instead.
+FUZZ_SECONDS ?= 20
+fuzz:
+	SECONDS_PER_TARGET=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+SOAK_MINUTES ?= 5
+soak:
+	$(ENV) all env SOAK_MINUTES=$(SOAK_MINUTES) bash scripts/soak.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -365,6 +365,18 @@ pub struct LimitArgs {
     /// gets 408 and its connection's buffers are released.
     #[arg(long, env = "FHIRSTREAM_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_read_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, in ms
+    /// (slowloris); also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "FHIRSTREAM_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; beyond that new ones wait to be accepted
+    /// (0: no limit).
+    #[arg(long, env = "FHIRSTREAM_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most bytes of event payloads the projector holds and applies in one
+    /// batch, beside `--projector-batch` events (at least one event always).
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub projector_batch_bytes: usize,
 }
 
 impl Default for LimitArgs {
@@ -374,6 +386,9 @@ impl Default for LimitArgs {
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 1024,
             body_read_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 4096,
+            projector_batch_bytes: 16 * 1024 * 1024,
         }
     }
 }

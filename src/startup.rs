@@ -36,6 +36,7 @@ pub struct App {
     projector: Option<Projector>,
     /// Cancelled when `shutdown` resolves (see [`AppState::shutdown`]).
     shutdown: CancellationToken,
+    connections: crate::serve::ConnectionLimits,
 }
 
 impl App {
@@ -132,13 +133,18 @@ impl App {
                 stream: cfg.conn.stream.clone(),
                 tenant_stream: cfg.conn.tenant_stream.clone(),
                 batch_size: cfg.projector_batch,
+                batch_bytes: cfg.limits.projector_batch_bytes,
             };
             Projector::new(pcfg, nats.clone(), pool.clone())
         });
         let router = http::router(state).layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<_>| info_span!("request", method = %req.method(), path = %req.uri().path()),
         ));
-        Ok(Self { listener, router, base_url, projector, shutdown })
+        let connections = crate::serve::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(cfg.limits.header_read_timeout_ms),
+            max_connections: cfg.limits.max_connections,
+        };
+        Ok(Self { listener, router, base_url, projector, shutdown, connections })
     }
 
     pub fn port(&self) -> u16 {
@@ -152,17 +158,20 @@ impl App {
     /// Serves until `shutdown` resolves; then stops accepting, finishes
     /// in-flight requests and the projector's current batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let token = self.shutdown;
+        let token = CancellationToken::new();
         let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
         info!(base_url = %self.base_url, "fhirstream listening");
-        let stop = token.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .await
-            .context("serve HTTP")?;
+        // Endless responses (change feeds) end at the signal, or draining
+        // would wait for them for ever...
+        let requests = self.shutdown;
+        let stop = async move {
+            shutdown.await;
+            requests.cancel();
+        };
+        // ...but the projector stops only after the last request: a write in
+        // flight at shutdown waits for its projection, which a stopped
+        // projector would leave pending for the whole read-your-writes timeout.
+        crate::serve::serve(self.listener, self.router, self.connections, stop).await.context("serve HTTP")?;
         token.cancel();
         if let Some(handle) = projector {
             match tokio::time::timeout(Duration::from_secs(10), handle).await {

@@ -28,6 +28,9 @@ pub struct ProjectorConfig {
     pub tenant_stream: String,
     /// Most events applied in one PostgreSQL transaction.
     pub batch_size: usize,
+    /// Most bytes of event payloads pulled and applied in one batch; a
+    /// single event larger than this still goes through on its own.
+    pub batch_bytes: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -37,6 +40,7 @@ impl Default for ProjectorConfig {
             stream: "FHIR".into(),
             tenant_stream: "FHIRSTREAM_TENANTS".into(),
             batch_size: 1000,
+            batch_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -214,12 +218,14 @@ impl Projector {
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.cfg.batch_size.max(1))
+            .max_bytes_per_batch(self.pull_bytes())
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
             .await
             .context("start pulling events")?;
-        let batches = batches(messages, self.cfg.batch_size.max(1));
+        let max = BatchBound { events: self.cfg.batch_size.max(1), bytes: self.cfg.batch_bytes.max(1) };
+        let batches = batches(messages, max, |m| m.as_ref().map_or(0, |m| m.payload.len()));
         let mut carry = Vec::new();
         tokio::pin!(batches);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -237,6 +243,14 @@ impl Projector {
                 }
             }
         }
+    }
+
+    /// The byte bound of one pull request. JetStream refuses a pull whose
+    /// bound is below the next message's size and would do so forever, so
+    /// it is never below the largest message the server accepts.
+    fn pull_bytes(&self) -> usize {
+        let largest = self.client.server_info().max_payload.saturating_add(64 * 1024);
+        self.cfg.batch_bytes.max(largest)
     }
 
     /// (Re-)creates the durable consumer at the checkpoint. The checkpoint
@@ -417,20 +431,37 @@ async fn lock_lost(lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>) {
     }
 }
 
+/// How large one batch may grow: events and bytes of their payloads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchBound {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
 /// Group commit: waits for one message, then takes whatever else has
-/// already arrived, up to `max`. An idle projector applies a lone write at
-/// once; a busy one gets large batches because messages pile up while the
-/// previous batch is being written.
-fn batches<S, T>(messages: S, max: usize) -> impl futures::Stream<Item = Vec<T>>
+/// already arrived, until `max` events or bytes (by `weight`) are reached.
+/// An idle projector applies a lone write at once; a busy one gets large
+/// batches because messages pile up while the previous batch is being
+/// written, and the byte bound keeps a burst of large resources from
+/// holding `events` times the largest body in memory.
+pub(crate) fn batches<S, T>(
+    messages: S,
+    max: BatchBound,
+    weight: impl Fn(&T) -> usize + Copy,
+) -> impl futures::Stream<Item = Vec<T>>
 where
     S: futures::Stream<Item = T> + Unpin,
 {
     futures::stream::unfold(messages, move |mut messages| async move {
         let first = messages.next().await?;
+        let mut bytes = weight(&first);
         let mut batch = vec![first];
-        while batch.len() < max {
+        while batch.len() < max.events && bytes < max.bytes {
             match futures::FutureExt::now_or_never(messages.next()) {
-                Some(Some(m)) => batch.push(m),
+                Some(Some(m)) => {
+                    bytes += weight(&m);
+                    batch.push(m);
+                }
                 _ => break,
             }
         }
@@ -502,6 +533,18 @@ mod tests {
         assert_eq!(analyze_due(9_000, 0, Some(Duration::from_secs(5))), Analyze::No, "not every few seconds");
         assert_eq!(analyze_due(9_000, 0, Some(ANALYZE_SETTLED_EVERY)), Analyze::BeforeAck);
         assert_eq!(analyze_due(ANALYZE_DURING_BURST, 1_000, None), Analyze::Beside);
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_bound_but_always_takes_one_event() {
+        let sizes = futures::stream::iter(vec![400usize, 400, 400, 5000, 10, 10, 10]);
+        let max = BatchBound { events: 100, bytes: 1000 };
+        let got: Vec<Vec<usize>> = futures::executor::block_on(batches(sizes, max, |n| *n).collect());
+        assert_eq!(got, vec![vec![400, 400, 400], vec![5000], vec![10, 10, 10]]);
+        let few = BatchBound { events: 2, bytes: usize::MAX };
+        let got: Vec<Vec<usize>> =
+            futures::executor::block_on(batches(futures::stream::iter([1, 2, 3]), few, |n| *n).collect());
+        assert_eq!(got, vec![vec![1, 2], vec![3]]);
     }
 
     #[test]
