@@ -18,7 +18,7 @@ endif
 help:
 	@echo "make run          provision NATS + PostgreSQL, then cargo run --release -- serve"
 	@echo "make token        print a development token (TENANT=acme, SCOPE='system/*.* fhirstream/admin')"
-	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests"
+	@echo "make test         provision PostgreSQL + a nats-server binary, drop stale test DBs, run tests, fuzz briefly"
 	@echo "make bench        run scripts/bench.sh (when it exists)"
 	@echo "make reliability  crash loop with 200 SIGKILLs, dependency faults, refused events (long form)"
 	@echo "make fuzz         fuzz the request parsers, FUZZ_SECONDS per target (20; long form 600)"
@@ -37,16 +37,20 @@ token:
 
 # Tests spawn their own NATS servers from $FHIRSTREAM_TEST_NATS_SERVER and create
 # databases through $FHIRSTREAM_PG_ADMIN_URL.
+# The suite, then a brief fuzz of the request parsers (TEST_FUZZ_SECONDS per
+# target; 0 skips it); `make fuzz` is the long form.
+TEST_FUZZ_SECONDS ?= 10
 test:
 	$(ENV) test scripts/drop-test-dbs.sh
 	$(ENV) test $(TEST_CMD)
+	@if [ "$(TEST_FUZZ_SECONDS)" != "0" ]; then SECONDS_PER_TARGET=$(TEST_FUZZ_SECONDS) scripts/fuzz.sh; fi
 
 bench:
 	@if [ -f scripts/bench.sh ]; then $(ENV) all bash scripts/bench.sh; \
 	else echo "bench: scripts/bench.sh does not exist yet"; fi
 
-# Fuzzing needs cargo-fuzz (installed by the script) and is not part of
-# `make test`, which replays the corpus and saved crashes instead.
+# Fuzzing needs cargo-fuzz (installed by the script); `make test` runs it
+# briefly and replays the seeds and saved crashes in tests/fuzz_regressions.rs.
 FUZZ_SECONDS ?= 20
 fuzz:
 	SECONDS_PER_TARGET=$(FUZZ_SECONDS) scripts/fuzz.sh
