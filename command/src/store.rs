@@ -57,7 +57,17 @@ pub struct EventStore {
     ack_timeout: Duration,
     resources: jetstream::stream::Stream,
     tenants: jetstream::stream::Stream,
+    /// Atomic batches this process has open at once: JetStream refuses
+    /// more than a few dozen per stream (429, "too many inflight").
+    batch_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Atomic batches one process opens at once (the server's default limit
+/// per stream is 50; other nodes may write too).
+const BATCH_SLOTS: usize = 24;
+/// How often a batch the server turned away as too many in flight is tried
+/// again before the write is reported unavailable (503).
+const BATCH_START_RETRIES: u32 = 6;
 
 impl EventStore {
     /// Creates or updates both streams, then opens them. `ack_timeout` bounds
@@ -93,7 +103,8 @@ impl EventStore {
             .with_context(|| format!("create or update the tenant stream {}", names.tenants))?;
         let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
         let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
-        Ok(Self { js, ack_timeout, resources, tenants })
+        let batch_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(BATCH_SLOTS));
+        Ok(Self { js, ack_timeout, resources, tenants, batch_slots })
     }
 
     /// The JetStream context, for callers that need more than this API.
@@ -243,6 +254,7 @@ impl EventStore {
             return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
         }
         self.require_connected()?;
+        let _slot = self.batch_slots.acquire().await.map_err(|e| CommandError::Internal(e.into()))?;
         let client = self.js.client();
         let started = std::time::Instant::now();
         let mut last_ack = None;
@@ -259,12 +271,22 @@ impl EventStore {
             if i == 0 {
                 // The first message is a request, so a batch the server
                 // refuses up front fails here instead of at the commit.
-                let reply = tokio::time::timeout(self.ack_timeout, client.request_with_headers(m.subject, h, payload))
-                    .await
-                    .map_err(|_| CommandError::Unavailable("atomic batch start timed out".into()))?
-                    .map_err(|e| CommandError::Unavailable(format!("atomic batch start: {e}")))?;
-                if let Some(code) = api_error_code(&reply.payload) {
-                    return Err(batch_error(code, &reply.payload));
+                let mut attempt = 0;
+                loop {
+                    let request = client.request_with_headers(m.subject.clone(), h.clone(), payload.clone());
+                    let reply = tokio::time::timeout(self.ack_timeout, request)
+                        .await
+                        .map_err(|_| CommandError::Unavailable("atomic batch start timed out".into()))?
+                        .map_err(|e| CommandError::Unavailable(format!("atomic batch start: {e}")))?;
+                    match api_error_code(&reply.payload) {
+                        None => break,
+                        // Refused before anything was stored: try again shortly.
+                        Some(TOO_MANY_INFLIGHT) if attempt < BATCH_START_RETRIES => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                        }
+                        Some(code) => return Err(batch_error(code, &reply.payload)),
+                    }
                 }
             } else if i + 1 < n {
                 client
@@ -301,8 +323,12 @@ fn api_error_code(payload: &[u8]) -> Option<u64> {
     v.get("error")?.get("err_code")?.as_u64()
 }
 
+/// JetStream's "atomic publish too many inflight" (HTTP-like code 429).
+const TOO_MANY_INFLIGHT: u64 = 10210;
+
 fn batch_error(code: u64, payload: &[u8]) -> CommandError {
     match code {
+        TOO_MANY_INFLIGHT => CommandError::Unavailable("too many atomic commits in flight; retry".into()),
         // Wrong last sequence: another writer got there first.
         10071 => CommandError::Conflict,
         // Too many messages in one batch.
