@@ -410,6 +410,11 @@ async fn the_api_serves_a_snapshot_read_only_and_only_to_its_own_tenant() {
     assert_eq!(theirs, none);
     support::assert_outcome(app.get(&b, &snap("Patient?birthdate=1950-05-05")).await, 404).await;
     support::assert_outcome(app.get(&a, "_snapshot/Bad-Name/Patient/x").await, 404).await;
+    // The shared space has no snapshots: never live data at a snapshot URL.
+    let res = app.put("shared", "Practitioner/sp", &json!({"resourceType": "Practitioner", "id": "sp"})).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.get("shared", "Practitioner/sp").await.status(), 200);
+    support::assert_outcome(app.get("shared", "_snapshot/then/Practitioner/sp").await, 404).await;
     // Row-level security guards the snapshot's tables as it does the live ones.
     let pool = app.db.pool().await;
     let mut tx = pool.begin().await.unwrap();

@@ -84,6 +84,11 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
     caller.require_tenant(&tenant)?;
     let shareable = &state.settings.shareable;
     if tenant.is_shared() {
+        // Snapshots are of tenants; a snapshot URL under `shared` must not
+        // answer with live data.
+        if params.contains_key("snapshot") {
+            return Err(ApiError::NotFound("unknown snapshot".into()));
+        }
         // The shared space exists in every deployment and holds only the
         // shareable types.
         let config = schemas::TenantConfig {
