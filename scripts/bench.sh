@@ -68,45 +68,12 @@ export FHIRSTREAM_BENCH_WARMUP FHIRSTREAM_BENCH_DURATION FHIRSTREAM_BENCH_READ_D
     FHIRSTREAM_BENCH_READ_SET FHIRSTREAM_BENCH_P5_DURATION FHIRSTREAM_BENCH_RAW_EVENTS \
     FHIRSTREAM_BENCH_P4_NEIGHBOUR FHIRSTREAM_BENCH_P4_DURATION
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_port PID PORT WHAT: until PORT accepts connections, or PID dies, or 60 s.
-wait_port() {
-    local pid="$1" port="$2" what="$3" i
-    for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || die "$what exited during start-up (see $TMP_DIR/$what.log)"
-        sleep 0.1
-    done
-    die "$what did not listen on 127.0.0.1:$port within 60 s (see $TMP_DIR/$what.log)"
-}
-
-# stop PID: TERM, up to 15 s to finish, then KILL.
-stop() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-psql_admin() {
-    PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning' \
-        psql "$FHIRSTREAM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
-}
-
 SERVER_PID="" NATS_PID="" PERF_PID="" STORE=""
 cleanup() {
     local rc=$?
     [[ -n "$PERF_PID" ]] && { kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; }
-    [[ -n "$SERVER_PID" ]] && stop "$SERVER_PID"
-    [[ -n "$NATS_PID" ]] && stop "$NATS_PID"
+    [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+    [[ -n "$NATS_PID" ]] && stop_pid "$NATS_PID"
     if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
         [[ -n "$STORE" ]] && rm -rf "$STORE"
         psql_admin -c "drop database if exists \"$DB\" with (force)" >/dev/null 2>&1 || true
@@ -144,7 +111,7 @@ STORE="$(mktemp -d "$TMP_DIR/nats-store.XXXXXX")"
 NATS_PORT="$(free_port)"
 "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STORE" >"$TMP_DIR/nats.log" 2>&1 &
 NATS_PID=$!
-wait_port "$NATS_PID" "$NATS_PORT" nats
+wait_port "$NATS_PID" "$NATS_PORT" nats "$TMP_DIR/nats.log"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 log "nats-server $(nats_binary_version "$NATS_BIN") on $NATS_URL (pid $NATS_PID, store $STORE)"
 
@@ -164,7 +131,7 @@ server_args=(serve --auth-disabled --listen "127.0.0.1:$HTTP_PORT" --nats-url "$
     --database-url "$DATABASE_URL" ${BENCH_SERVER_ARGS:-})
 FHIRSTREAM_LOG="${FHIRSTREAM_LOG:-warn}" target/release/fhirstream "${server_args[@]}" >"$TMP_DIR/server.log" 2>&1 &
 SERVER_PID=$!
-wait_port "$SERVER_PID" "$HTTP_PORT" server
+wait_port "$SERVER_PID" "$HTTP_PORT" server "$TMP_DIR/server.log"
 log "fhirstream on http://127.0.0.1:$HTTP_PORT (pid $SERVER_PID)"
 
 if [[ "${BENCH_PERF:-0}" == 1 ]]; then

@@ -111,3 +111,40 @@ close_inherited_fds() {
         fi
     done
 }
+
+# Helpers of the scripts that start a private stack (bench.sh, soak.sh).
+
+# free_port: a free loopback TCP port.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_port PID PORT WHAT LOG: until PORT accepts connections, or PID dies, or 60 s.
+wait_port() {
+    local pid="$1" port="$2" what="$3" logfile="$4" i
+    for ((i = 0; i < 600; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "$what exited during start-up (see $logfile)"
+        sleep 0.1
+    done
+    die "$what did not listen on 127.0.0.1:$port within 60 s (see $logfile)"
+}
+
+# stop_pid PID: TERM, up to 15 s to finish, then KILL.
+stop_pid() {
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# psql_admin ARGS...: psql on $FHIRSTREAM_PG_ADMIN_URL, quiet, stopping at the first error.
+psql_admin() {
+    PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning' \
+        psql "$FHIRSTREAM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
+}

@@ -28,37 +28,11 @@ TMP_DIR="bench-results/tmp"
 BIN="${CARGO_TARGET_DIR:-target}/release/fhirstream"
 BODY_TIMEOUT_MS=10000
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    local pid="$1" port="$2" what="$3" i
-    for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || die "$what exited during start-up (see $TMP_DIR/soak-$what.log)"
-        sleep 0.1
-    done
-    die "$what did not listen on 127.0.0.1:$port within 60 s"
-}
-stop() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-psql_admin() {
-    PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning' psql "$FHIRSTREAM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
-}
-
 SERVER_PID="" NATS_PID="" STORE=""
 cleanup() {
     local rc=$?
-    [[ -n "$SERVER_PID" ]] && stop "$SERVER_PID"
-    [[ -n "$NATS_PID" ]] && stop "$NATS_PID"
+    [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+    [[ -n "$NATS_PID" ]] && stop_pid "$NATS_PID"
     [[ -n "$STORE" ]] && rm -rf "$STORE"
     psql_admin -c "drop database if exists \"$DB\" with (force)" >/dev/null 2>&1 || true
     exit "$rc"
@@ -75,7 +49,7 @@ STORE="$(mktemp -d "$TMP_DIR/soak-nats.XXXXXX")"
 NATS_PORT="$(free_port)"
 "$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STORE" >"$TMP_DIR/soak-nats.log" 2>&1 &
 NATS_PID=$!
-wait_port "$NATS_PID" "$NATS_PORT" nats
+wait_port "$NATS_PID" "$NATS_PORT" nats "$TMP_DIR/soak-nats.log"
 
 psql_admin -c "drop database if exists \"$DB\" with (force)" >/dev/null
 psql_admin -c "create database \"$DB\"" >/dev/null
@@ -92,7 +66,7 @@ FHIRSTREAM_LOG="${FHIRSTREAM_LOG:-warn}" "$BIN" serve --auth-disabled --listen "
     --nats-url "nats://127.0.0.1:$NATS_PORT" --database-url "$DATABASE_URL" \
     --body-read-timeout-ms "$BODY_TIMEOUT_MS" ${SOAK_SERVER_ARGS:-} >"$TMP_DIR/soak-server.log" 2>&1 &
 SERVER_PID=$!
-wait_port "$SERVER_PID" "$HTTP_PORT" server
+wait_port "$SERVER_PID" "$HTTP_PORT" server "$TMP_DIR/soak-server.log"
 log "fhirstream on 127.0.0.1:$HTTP_PORT (pid $SERVER_PID); soaking for ${SOAK_MINUTES:-5} min"
 
 python3 scripts/soak.py --port "$HTTP_PORT" --pid "$SERVER_PID" --minutes "${SOAK_MINUTES:-5}" \
