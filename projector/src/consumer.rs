@@ -324,6 +324,7 @@ impl Projector {
         if split == 0 {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut max_seq = 0;
         let mut pending = 0;
         let mut last_msg = None;
@@ -374,6 +375,8 @@ impl Projector {
         }
         self.applied.send_replace(checkpoint);
         self.announce(checkpoint).await;
+        metrics::histogram!("fhirstream_projector_batch_seconds", "projector" => self.cfg.name.clone())
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
