@@ -15,6 +15,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "search index", include_str!("../migrations/0004_search_values.sql")),
     (5, "tenants read the shared space", include_str!("../migrations/0005_shared_reads.sql")),
     (6, "events PostgreSQL refused", include_str!("../migrations/0006_refused_events.sql")),
+    (7, "the projector's batch as one function", include_str!("../migrations/0007_apply_function.sql")),
+    (8, "read functions keep their plans", include_str!("../migrations/0008_read_function_plans.sql")),
 ];
 
 /// The read-model migrator.

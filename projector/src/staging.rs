@@ -3,8 +3,8 @@
 //! A staging schema (`replay_{hash of the tenant}`) holds the three
 //! read-model tables, its own checkpoint table and a `replay_meta` row
 //! naming the tenant it is for. It is written by the projector's own batch
-//! statement ([`store::apply_batch`]) over a connection whose `search_path`
-//! is the staging schema, so a replay folds events with exactly the code
+//! function ([`store::apply_batch`]) over a connection whose `search_path`
+//! starts with the staging schema, so a replay folds events with exactly the code
 //! the live projector runs, and each batch moves the staging checkpoint in
 //! the same statement as its rows: an interrupted replay resumes where it
 //! stopped.
@@ -147,11 +147,14 @@ impl Staging {
     }
 
     /// One connection like the main pool's, whose unqualified table names
-    /// are the staging schema's and nothing else.
+    /// are the staging schema's. The main schema comes second on the path
+    /// only for the batch function (migration 0007): every table that
+    /// function names exists in the staging schema, so it finds those first.
     async fn connect(main: &PgPool, schema: String) -> Result<Self, ProjectorError> {
-        let options = (*main.connect_options())
-            .clone()
-            .options([("search_path", schema.as_str()), ("synchronous_commit", "off")]);
+        let live: String = sqlx::query_scalar("select current_schema()").fetch_one(main).await?;
+        let path = format!("\"{schema}\",\"{}\"", live.replace('"', "\"\""));
+        let options =
+            (*main.connect_options()).clone().options([("search_path", path.as_str()), ("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
         Ok(Self { schema, pool })
     }
