@@ -380,6 +380,46 @@ async fn a_burst_of_concurrent_creates_of_shareable_types_all_succeed() {
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 }
 
+/// A `POST` claims its server-assigned id without an atomic batch (claim
+/// first, then the resource), and the claim still binds both ways.
+#[tokio::test]
+async fn a_server_assigned_id_is_claimed_so_the_other_side_cannot_take_it() {
+    let w = clinics().await;
+    let app = &w.app;
+    let (ta, writer) = (token(&[&w.a], "system/*.*"), token(&["shared"], "system/*.*"));
+    let post = |tok: String, tenant: String| async move {
+        let res = app
+            .http
+            .post(app.fhir(&tenant, "Practitioner"))
+            .bearer_auth(tok)
+            .header("content-type", "application/fhir+json")
+            .body(json!({"resourceType": "Practitioner"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    };
+    let claims = app.stream_count("fhir._ids.>").await;
+    let clinic_id = post(ta.clone(), w.a.clone()).await;
+    let shared_id = post(writer.clone(), "shared".into()).await;
+    assert_eq!(app.stream_count("fhir._ids.>").await, claims + 2, "each create appended its claim");
+    let res = put_as(app, &writer, "shared", json!({"resourceType": "Practitioner", "id": clinic_id})).await;
+    assert_outcome(res, 409).await;
+    let res = put_as(app, &ta, &w.a, json!({"resourceType": "Practitioner", "id": shared_id})).await;
+    let text = assert_outcome(res, 409).await;
+    assert!(text.contains("shared"), "{text}");
+    // A clinic that does not read Practitioner claims nothing.
+    let tc = token(&[&w.c], "system/*.*");
+    app.authed(app.http.put(app.url(&format!("/admin/tenants/{}", w.c))))
+        .json(&json!({"name": "c", "config": {"shared_reads": []}}))
+        .send()
+        .await
+        .unwrap();
+    post(tc, w.c.clone()).await;
+    assert_eq!(app.stream_count("fhir._ids.>").await, claims + 2);
+}
+
 fn synthea(n: usize) -> Vec<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/synthea-r4");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
