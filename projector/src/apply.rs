@@ -15,6 +15,24 @@ use schemas::{EventOp, ResourceEvent};
 pub struct Sequenced {
     pub seq: u64,
     pub event: ResourceEvent,
+    /// Its search index entries when extracted ahead of [`plan`] (the live
+    /// projector does so while the previous batch is being written);
+    /// `None`: `plan` extracts them.
+    pub index: Option<Vec<IndexEntry>>,
+}
+
+impl Sequenced {
+    pub fn new(seq: u64, event: ResourceEvent) -> Self {
+        Self { seq, event, index: None }
+    }
+
+    /// With its index entries extracted now: the CPU-heavy part of
+    /// planning a batch (parsing the body and evaluating every search
+    /// parameter), done here so that it can overlap other work.
+    pub fn indexed(seq: u64, event: ResourceEvent) -> Self {
+        let index = Some(index_entries(&event));
+        Self { seq, event, index }
+    }
 }
 
 /// The `resource_versions` rows of a batch, one vector per column.
@@ -211,7 +229,10 @@ pub fn plan(events: &[Sequenced], checkpoint: u64) -> BatchRows<'_> {
         c.deleted.push(e.op == EventOp::Delete);
         c.last_updated.push(e.at);
         c.seq.push(seq as i64);
-        index_event(&mut rows.index, e, seq);
+        match &events[i].index {
+            Some(entries) => entries.iter().for_each(|entry| rows.index.push(e, seq, entry.clone())),
+            None => index_event(&mut rows.index, e, seq),
+        }
     }
     rows
 }
@@ -220,13 +241,19 @@ pub fn plan(events: &[Sequenced], checkpoint: u64) -> BatchRows<'_> {
 /// The projector indexes each batch's current versions with it, and
 /// `verify` computes what the index must hold with it.
 pub fn index_event<'a>(rows: &mut IndexRows<'a>, e: &'a ResourceEvent, seq: u64) {
-    let Some(body) = e.resource.as_deref() else { return };
+    for entry in index_entries(e) {
+        rows.push(e, seq, entry);
+    }
+}
+
+/// The search index entries of an event's body (none for a delete).
+fn index_entries(e: &ResourceEvent) -> Vec<IndexEntry> {
+    let Some(body) = e.resource.as_deref() else { return Vec::new() };
     // A body that is not JSON cannot have been accepted by the write side;
     // if one appears anyway it is stored but not indexed.
-    if let Ok(json) = serde_json::from_str::<serde_json::Value>(body.get()) {
-        for entry in search::index(e.resource_type, &json) {
-            rows.push(e, seq, entry);
-        }
+    match serde_json::from_str::<serde_json::Value>(body.get()) {
+        Ok(json) => search::index(e.resource_type, &json),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -237,9 +264,9 @@ mod tests {
     use serde_json::value::RawValue;
 
     fn ev(seq: u64, tenant: &str, id: &str, version: u64, op: EventOp) -> Sequenced {
-        Sequenced {
+        Sequenced::new(
             seq,
-            event: ResourceEvent {
+            ResourceEvent {
                 schema: schemas::event::RESOURCE_EVENT_SCHEMA.into(),
                 event_id: uuid::Uuid::now_v7(),
                 tenant: TenantId::parse(tenant).unwrap(),
@@ -253,7 +280,7 @@ mod tests {
                 resource: (op != EventOp::Delete)
                     .then(|| RawValue::from_string(format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#)).unwrap()),
             },
-        }
+        )
     }
 
     #[test]
@@ -271,6 +298,26 @@ mod tests {
         assert_eq!(rows.current.deleted, vec![false, true]);
         assert_eq!(rows.versions.resource[3], None);
         assert_eq!(rows.checkpoint, 4);
+    }
+
+    #[test]
+    fn entries_extracted_ahead_plan_the_same_rows_as_entries_extracted_by_plan() {
+        let named = |seq, id: &str, version, op| {
+            let mut s = ev(seq, "a", id, version, op);
+            s.event.resource = (op != EventOp::Delete).then(|| {
+                RawValue::from_string(format!(
+                    r#"{{"resourceType":"Patient","id":"{id}","name":[{{"family":"Chalmers","given":["Peter"]}}],"gender":"male"}}"#
+                ))
+                .unwrap()
+            });
+            s
+        };
+        let batch =
+            [named(1, "p", 1, EventOp::Create), named(2, "q", 1, EventOp::Create), named(3, "p", 2, EventOp::Update)];
+        let ahead: Vec<Sequenced> = batch.iter().map(|s| Sequenced::indexed(s.seq, s.event.clone())).collect();
+        let (late, early) = (plan(&batch, 0), plan(&ahead, 0));
+        assert!(late.index.len() > 4, "the bodies are indexed: {}", late.index.len());
+        assert_eq!(early, late);
     }
 
     #[test]

@@ -333,7 +333,7 @@ impl Projector {
             max_seq = max_seq.max(c.seq);
             pending = c.pending;
             if let Some(event) = c.event {
-                events.push(Sequenced { seq: c.seq, event });
+                events.push(Sequenced::new(c.seq, event));
             }
             last_msg = Some(c.msg);
         }

@@ -159,7 +159,7 @@ async fn flush(carry: &mut Vec<(u64, Option<ResourceEvent>)>, tx: &mpsc::Sender<
     for (seq, event) in carry.drain(..split) {
         batch.max_seq = batch.max_seq.max(seq);
         if let Some(event) = event {
-            batch.events.push(Sequenced { seq, event });
+            batch.events.push(Sequenced::indexed(seq, event));
         }
     }
     tx.send(batch).await.is_ok()
