@@ -13,7 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
-use tracing::{info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
 use command::{AppliedWatch, Commands, EventStore, StreamNames};
 use projector::tenants::tenant_projection_name;
@@ -159,13 +159,31 @@ impl App {
     /// in-flight requests and the projector's current batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
-        let projector = self.projector.map(|p| tokio::spawn(p.run(token.clone())));
+        // The projector retries every error itself, so its task ends early
+        // only by a bug (a panic). Serving on without it would leave every
+        // read-your-writes write waiting for a projection that never comes;
+        // the server stops instead, so that its supervisor restarts it.
+        let (ended_early, projector_ended) = tokio::sync::watch::channel(false);
+        let projector = self.projector.map(|p| {
+            let handle = tokio::spawn(p.run(token.clone()));
+            let token = token.clone();
+            tokio::spawn(async move {
+                let outcome = handle.await;
+                if !token.is_cancelled() {
+                    error!(outcome = ?outcome.as_ref().map(|r| r.as_ref().map_err(|e| format!("{e:#}"))),
+                        "the projector stopped on its own; stopping the server");
+                    let _ = ended_early.send(true);
+                }
+                outcome
+            })
+        });
         info!(base_url = %self.base_url, "fhirstream listening");
         // Endless responses (change feeds) end at the signal, or draining
         // would wait for them for ever...
         let requests = self.shutdown;
+        let stop = stop_signal(shutdown, projector_ended.clone());
         let stop = async move {
-            shutdown.await;
+            stop.await;
             requests.cancel();
         };
         // ...but the projector stops only after the last request: a write in
@@ -175,13 +193,31 @@ impl App {
         token.cancel();
         if let Some(handle) = projector {
             match tokio::time::timeout(Duration::from_secs(10), handle).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "projector stopped with an error"),
-                Ok(Err(e)) => warn!(error = %e, "projector task failed"),
+                Ok(Ok(Ok(Ok(())))) => {}
+                Ok(Ok(Ok(Err(e)))) => warn!(error = %format!("{e:#}"), "projector stopped with an error"),
+                Ok(Ok(Err(e))) | Ok(Err(e)) => warn!(error = %e, "projector task failed"),
                 Err(_) => warn!("projector did not stop within 10 s"),
             }
         }
+        if *projector_ended.borrow() {
+            anyhow::bail!("the projector stopped before shutdown (see the log); fhirstream must be restarted");
+        }
         Ok(())
+    }
+}
+
+/// Resolves at the shutdown signal, or as soon as the projector has ended
+/// on its own (`ended` turns true); never for a server without a
+/// projector (the sender is dropped at once).
+async fn stop_signal(shutdown: impl Future<Output = ()>, mut ended: tokio::sync::watch::Receiver<bool>) {
+    let ended = async move {
+        if ended.wait_for(|early| *early).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = ended => {}
     }
 }
 
@@ -333,6 +369,27 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("nats://fhirstream:secret@127.0.0.1:4222"), "nats://fhirstream:***@127.0.0.1:4222");
+    }
+
+    #[tokio::test]
+    async fn a_projector_ending_on_its_own_stops_the_server_and_one_that_never_ran_does_not() {
+        let never = std::future::pending::<()>;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = tokio::spawn(stop_signal(never(), rx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stop.is_finished(), "a running projector keeps the server up");
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), stop).await.expect("stopped").unwrap();
+
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        drop(tx); // a server without a projector
+        let idle = tokio::time::timeout(Duration::from_millis(100), stop_signal(never(), rx)).await;
+        assert!(idle.is_err(), "no projector is no reason to stop");
+
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        tokio::time::timeout(Duration::from_secs(5), stop_signal(std::future::ready(()), rx))
+            .await
+            .expect("the shutdown signal still stops it");
     }
 
     #[test]
