@@ -136,14 +136,7 @@ pub(crate) async fn claim_for_create(
         }
     }
     let next = decide_claim(&claim, writer, &live).map_err(|c| CommandError::IdTaken(c.message(rt, id)))?;
-    let payload = serde_json::to_vec(&next).map_err(|e| CommandError::Internal(e.into()))?;
-    Ok(Some(BatchMessage {
-        subject,
-        event_id: Uuid::now_v7(),
-        expected_seq: last.map_or(0, |l| l.seq),
-        headers: Vec::new(),
-        payload,
-    }))
+    claim_message(subject, last.map_or(0, |l| l.seq), &next).map(Some)
 }
 
 /// The claim of an id the server has just generated: its claim subject is
@@ -158,13 +151,13 @@ pub(crate) fn fresh_claim(
         return Ok(None);
     }
     let claim = IdClaim { schema: ID_CLAIM_SCHEMA.into(), holders: vec![writer.clone()] };
-    Ok(Some(BatchMessage {
-        subject: id_claim_subject(rt, id),
-        event_id: Uuid::now_v7(),
-        expected_seq: 0,
-        headers: Vec::new(),
-        payload: serde_json::to_vec(&claim).map_err(|e| CommandError::Internal(e.into()))?,
-    }))
+    claim_message(id_claim_subject(rt, id), 0, &claim).map(Some)
+}
+
+/// The message appending `claim` to its subject, expecting `expected_seq`.
+fn claim_message(subject: String, expected_seq: u64, claim: &IdClaim) -> Result<BatchMessage, CommandError> {
+    let payload = serde_json::to_vec(claim).map_err(|e| CommandError::Internal(e.into()))?;
+    Ok(BatchMessage { subject, event_id: Uuid::now_v7(), expected_seq, headers: Vec::new(), payload })
 }
 
 #[cfg(test)]
