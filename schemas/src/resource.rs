@@ -90,7 +90,9 @@ impl ResourceId {
     }
 
     /// A fresh server-assigned id (UUID v7: unique, and index-friendly
-    /// because new ids sort after old ones).
+    /// because new ids sort after old ones). It must stay unguessable (v7
+    /// keeps 62+ random bits): `POST` claims its id without an atomic batch
+    /// on the ground that nobody can know it before it is published.
     pub fn generate() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
