@@ -86,6 +86,13 @@ impl Fhir {
         }
     }
 
+    /// `GET /metrics` (Prometheus text).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let res = self.http.get(format!("{}/metrics", self.base)).send().await.context("GET /metrics")?;
+        anyhow::ensure!(res.status().is_success(), "GET /metrics: HTTP {}", res.status());
+        res.text().await.context("read /metrics")
+    }
+
     /// `POST /admin/tenants`.
     pub async fn create_tenant(&self, id: &str, name: &str) -> anyhow::Result<()> {
         let res = self

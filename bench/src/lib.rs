@@ -18,6 +18,7 @@ pub mod http;
 pub mod payloads;
 pub mod pgstat;
 pub mod probe;
+pub mod projstat;
 pub mod raw;
 pub mod report;
 pub mod run;

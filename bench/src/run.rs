@@ -14,11 +14,11 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::{BenchArgs, Scenario};
 use crate::http::Fhir;
 use crate::payloads::Kind;
-use crate::pgstat;
 use crate::probe::{CpuSnapshot, CpuUsage, Machine, RssSampler, memory};
 use crate::raw;
 use crate::report::{REPORT_SCHEMA, Report, Results, ServerUnderLoad, Versions, rows};
 use crate::scenarios::{consistency, crud, import, isolation, read, replay};
+use crate::{pgstat, projstat};
 
 fn say(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
@@ -67,8 +67,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         say(format!("warm-up done: {} ops, {} errors", warm.ops, warm.errors.total));
         say(format!("P1 CRUD mix: {c} users, {:?}", args.duration));
         let sampler = args.server_pid.map(|pid| RssSampler::start(pid, Duration::from_millis(250)));
-        let ((p1, cpu), postgres) =
-            pgstat::around(&pool, with_cpu(&args, crud::run(&fhir, &tenant("p1"), c, args.duration))).await;
+        let p1_tenant = tenant("p1");
+        let load = projstat::around(&fhir, with_cpu(&args, crud::run(&fhir, &p1_tenant, c, args.duration)));
+        let (((p1, cpu), projector), postgres) = pgstat::around(&pool, load).await;
         let max_rss_mib = match sampler {
             Some(s) => s.finish().await,
             None => None,
@@ -81,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             p1.errors.total,
             cpu.describe(),
         ));
-        r.p1_server = Some(ServerUnderLoad { max_rss_mib, after, cpu, postgres });
+        r.p1_server = Some(ServerUnderLoad { max_rss_mib, after, cpu, postgres, projector });
         r.p1 = Some(p1);
     }
 
@@ -122,7 +123,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.runs(Scenario::P5) {
         let n = args.p5_concurrency;
         say(format!("P5 read-your-writes vs eventual: {n} writers, {:?}", args.p5_duration));
-        let p5 = consistency::run(&fhir, &tenant("p5"), n, args.p5_duration).await;
+        let (p5, projector) =
+            projstat::around(&fhir, consistency::run(&fhir, &tenant("p5"), n, args.p5_duration)).await;
+        r.p5_projector = projector;
         say(format!(
             "P5: p50 {:.2} ms vs {:.2} ms ({:+.0}%)",
             p5.read_your_writes.p50_ms,
@@ -243,8 +246,10 @@ async fn import(args: &BenchArgs, fhir: &Fhir, tenant: &str, pool: &PgPool, r: &
     let n = args.p2_concurrency;
     let total: usize = bundles.iter().map(|b| b.entries).sum();
     say(format!("P2 import: {} bundles, {total} resources, {n} clients", bundles.len()));
-    let ((p2, cpu), postgres) = pgstat::around(pool, with_cpu(args, import::run(fhir, tenant, bundles, n))).await;
+    let load = projstat::around(fhir, with_cpu(args, import::run(fhir, tenant, bundles, n)));
+    let (((p2, cpu), projector), postgres) = pgstat::around(pool, load).await;
     r.p2_pg = postgres;
+    r.p2_projector = projector;
     say(format!(
         "P2: {:.0} resources/s, {} of {} bundles applied, {} errors",
         p2.resources_per_sec.unwrap_or(0.0),

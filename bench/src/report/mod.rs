@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::BenchArgs;
 use crate::pgstat::PgRates;
 use crate::probe::{CpuUsage, Machine, Memory};
+use crate::projstat::ProjectorRates;
 use crate::raw::copy::CopyResult;
 use crate::raw::pipeline::PipelineResult;
 use crate::raw::publish::PublishResult;
@@ -43,6 +44,8 @@ pub struct ServerUnderLoad {
     pub cpu: CpuUsage,
     /// What PostgreSQL did meanwhile.
     pub postgres: Option<PgRates>,
+    /// What the projector did meanwhile.
+    pub projector: Option<ProjectorRates>,
 }
 
 /// Everything measured; `None` where a scenario did not run or failed.
@@ -53,10 +56,12 @@ pub struct Results {
     pub p2: Option<ImportResult>,
     pub p2_cpu: Option<CpuUsage>,
     pub p2_pg: Option<PgRates>,
+    pub p2_projector: Option<ProjectorRates>,
     pub p3: Option<ReadResult>,
     pub p3_cpu: Option<CpuUsage>,
     pub p4: Option<IsolationResult>,
     pub p5: Option<ConsistencyResult>,
+    pub p5_projector: Option<ProjectorRates>,
     pub p6: Option<ReplayResult>,
     pub raw_publish: Option<PublishResult>,
     /// The same publish at P5's (low) concurrency: the floor of one write.

@@ -178,6 +178,13 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "PostgreSQL during {phase}: {}", p.describe());
         }
     }
+    let projector =
+        [("P1", r.p1_server.as_ref().and_then(|s| s.projector)), ("P2", r.p2_projector), ("P5", r.p5_projector)];
+    for (phase, rates) in projector {
+        if let Some(p) = rates {
+            let _ = writeln!(out, "projector during {phase}: {}", p.describe());
+        }
+    }
     out
 }
 
