@@ -168,10 +168,11 @@ impl App {
             let handle = tokio::spawn(p.run(token.clone()));
             let token = token.clone();
             tokio::spawn(async move {
-                let outcome = handle.await;
+                // A panic and an error end the same way: the task is gone.
+                let outcome = handle.await.map_err(anyhow::Error::from).and_then(|run| run);
                 if !token.is_cancelled() {
-                    error!(outcome = ?outcome.as_ref().map(|r| r.as_ref().map_err(|e| format!("{e:#}"))),
-                        "the projector stopped on its own; stopping the server");
+                    let why = outcome.as_ref().err().map(|e| format!("{e:#}"));
+                    error!(why, "the projector stopped on its own; stopping the server");
                     let _ = ended_early.send(true);
                 }
                 outcome
@@ -193,9 +194,9 @@ impl App {
         token.cancel();
         if let Some(handle) = projector {
             match tokio::time::timeout(Duration::from_secs(10), handle).await {
-                Ok(Ok(Ok(Ok(())))) => {}
-                Ok(Ok(Ok(Err(e)))) => warn!(error = %format!("{e:#}"), "projector stopped with an error"),
-                Ok(Ok(Err(e))) | Ok(Err(e)) => warn!(error = %e, "projector task failed"),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %format!("{e:#}"), "projector stopped with an error"),
+                Ok(Err(e)) => warn!(error = %e, "projector task failed"),
                 Err(_) => warn!("projector did not stop within 10 s"),
             }
         }
