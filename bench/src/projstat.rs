@@ -128,10 +128,10 @@ fhirstream_projector_batch_seconds_bucket{projector=\"main\",le=\"0.005\"} 3
 fhirstream_projector_batch_seconds_sum{projector=\"main\"} 1.5
 fhirstream_projector_batch_seconds_count{projector=\"main\"} 100
 fhirstream_projector_batch_events_sum{projector=\"main\"} 1000
-fhirstream_projector_plan_seconds_sum 0.1
-fhirstream_projector_plan_seconds_count 100
-fhirstream_projector_statement_seconds_sum 1.2
-fhirstream_projector_statement_seconds_count 100
+fhirstream_projector_plan_seconds_sum{projector=\"main\"} 0.1
+fhirstream_projector_plan_seconds_count{projector=\"main\"} 100
+fhirstream_projector_statement_seconds_sum{projector=\"main\"} 1.2
+fhirstream_projector_statement_seconds_count{projector=\"main\"} 100
 fhirstream_http_requests_total{method=\"GET\"} 7
 ";
 
