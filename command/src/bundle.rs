@@ -129,6 +129,9 @@ pub enum BundleError {
     TooManyEntries { found: usize, max: usize },
     #[error("entry[{index}]: {message}")]
     Entry { index: usize, message: String },
+    /// An entry's resource is not valid FHIR (400 or 422, as for a single write).
+    #[error("entry[{index}]: {error}")]
+    Invalid { index: usize, error: ValidationError },
 }
 
 fn entry_err(index: usize, message: impl Into<String>) -> BundleError {
@@ -270,7 +273,7 @@ pub fn plan(
                     map.insert("id".into(), Value::String(id.as_str().to_owned()));
                 }
                 let expect = Expect::Update(e.rt, &id);
-                Some(check_resource(body, expect).map_err(|v: ValidationError| entry_err(e.index, v.to_string()))?)
+                Some(check_resource(body, expect).map_err(|error| BundleError::Invalid { index: e.index, error })?)
             }
             (Method::Patch, Some(patch)) => {
                 e.body = Some(patch);

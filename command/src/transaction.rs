@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use schemas::event::{RESOURCE_EVENT_SCHEMA, now};
 use schemas::subject::{identifier_claim_subject, resource_subject};
-use schemas::validate::{Expect, check_resource};
+use schemas::validate::{Expect, ValidationError, check_resource};
 use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
 
 use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
@@ -71,6 +71,9 @@ fn bundle_failure(e: BundleError) -> EntryFailure {
     match e {
         BundleError::Entry { index, message } => {
             EntryFailure { index: Some(index), error: CommandError::BadRequest(message) }
+        }
+        BundleError::Invalid { index, error } => {
+            EntryFailure { index: Some(index), error: CommandError::Invalid(error) }
         }
         other => whole(CommandError::BadRequest(other.to_string())),
     }
@@ -368,8 +371,11 @@ fn apply_patch(
     let patch: json_patch::Patch = serde_json::from_value(p.entry.body.clone().unwrap_or(Value::Null))
         .map_err(|e| CommandError::Unprocessable(format!("not a JSON Patch document: {e}")))?;
     patch_bounded(&mut doc, &patch, max_bytes)?;
-    check_resource(doc, Expect::Update(p.entry.rt, &p.id))
-        .map_err(|e| CommandError::Unprocessable(format!("the patched resource is not valid: {e}")))
+    check_resource(doc, Expect::Update(p.entry.rt, &p.id)).map_err(|e| match e {
+        // Conformance issues answer as for any write: 422 with every issue.
+        e @ ValidationError::NonConformant(_) => CommandError::Invalid(e),
+        e => CommandError::Unprocessable(format!("the patched resource is not valid: {e}")),
+    })
 }
 
 /// Applies a JSON Patch one operation at a time, refusing it once its

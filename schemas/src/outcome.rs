@@ -26,6 +26,8 @@ pub enum IssueCode {
     Timeout,
     Exception,
     Informational,
+    CodeInvalid,
+    Invariant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,39 @@ impl OperationOutcome {
             resource_type: "OperationOutcome",
             issue: vec![Issue { severity, code, diagnostics: diagnostics.into(), expression: vec![] }],
         }
+    }
+
+    /// An outcome listing validation issues (errors and warnings), or one
+    /// informational issue saying the resource is valid when there are none.
+    pub fn from_issues(issues: &[crate::validate::Issue]) -> Self {
+        use crate::validate::{IssueKind, Severity};
+        if issues.is_empty() {
+            return Self::information("the resource is valid FHIR R4");
+        }
+        let issue = issues
+            .iter()
+            .map(|i| Issue {
+                severity: match i.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                },
+                code: match i.code {
+                    IssueKind::Structure => IssueCode::Structure,
+                    IssueKind::Required => IssueCode::Required,
+                    IssueKind::Value => IssueCode::Value,
+                    IssueKind::CodeInvalid => IssueCode::CodeInvalid,
+                    IssueKind::Invariant => IssueCode::Invariant,
+                },
+                diagnostics: i.message.clone(),
+                expression: vec![i.expression.clone()],
+            })
+            .collect();
+        Self { resource_type: "OperationOutcome", issue }
+    }
+
+    /// Whether any issue is an error.
+    pub fn has_errors(&self) -> bool {
+        self.issue.iter().any(|i| i.severity == "error")
     }
 
     /// Points the first issue at the element it is about (FHIRPath).

@@ -48,6 +48,9 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A resource that breaks R4 rules: 422 with one issue per problem.
+    #[error("the resource does not conform to FHIR R4")]
+    NonConformant(Vec<schemas::validate::Issue>),
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
@@ -79,6 +82,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, IssueCode::Conflict),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueCode::Processing),
+            Self::NonConformant(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueCode::Invalid),
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, IssueCode::NotSupported),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception),
@@ -107,15 +111,35 @@ impl ApiError {
             Self::Conflict(m) => Self::Conflict(p(m)),
             Self::PreconditionFailed(m) => Self::PreconditionFailed(p(m)),
             Self::Unprocessable(m) => Self::Unprocessable(p(m)),
+            Self::NonConformant(issues) => Self::NonConformant(issues),
             Self::NotImplemented(m) => Self::NotImplemented(p(m)),
             Self::Unavailable(m) => Self::Unavailable(p(m)),
             Self::Internal(e) => Self::Internal(e),
         }
     }
 
+    /// The error of Bundle entry `index`: issues point into the Bundle
+    /// (`Bundle.entry[3].resource.name`), messages name the entry.
+    pub fn in_entry(self, index: usize) -> Self {
+        match self {
+            Self::NonConformant(mut issues) => {
+                for i in &mut issues {
+                    let rest = i.expression.split_once('.').map_or("", |(_, rest)| rest);
+                    let dot = if rest.is_empty() { "" } else { "." };
+                    i.expression = format!("Bundle.entry[{index}].resource{dot}{rest}");
+                }
+                Self::NonConformant(issues)
+            }
+            other => other.prefixed(&format!("entry[{index}]: ")),
+        }
+    }
+
     /// The status and OperationOutcome this error answers with.
     pub fn outcome(self) -> (StatusCode, OperationOutcome) {
         let (status, code) = self.status_and_code();
+        if let Self::NonConformant(issues) = &self {
+            return (status, OperationOutcome::from_issues(issues));
+        }
         let diagnostics = match &self {
             Self::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
@@ -159,6 +183,9 @@ impl IntoResponse for ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
+            CommandError::Invalid(schemas::validate::ValidationError::NonConformant(issues)) => {
+                Self::NonConformant(issues)
+            }
             CommandError::Invalid(v) => Self::Invalid(v.to_string(), v.expression()),
             CommandError::PreconditionFailed { current: Some(v) } => Self::PreconditionFailed(format!(
                 "If-Match does not name the current version (the current version is {})",

@@ -94,8 +94,11 @@ fn add_bulk_export(statement: &mut Value) {
     rest["operation"] = json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/export") }]);
     if let Some(patient) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == "Patient"))
     {
-        patient["operation"] =
-            json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/patient-export") }]);
+        let export = json!({ "name": "export", "definition": format!("{IG}/OperationDefinition/patient-export") });
+        match patient["operation"].as_array_mut() {
+            Some(ops) => ops.push(export),
+            None => patient["operation"] = json!([export]),
+        }
     }
 }
 
@@ -120,6 +123,7 @@ fn resource_entry(rt: ResourceType, allowed: &[ResourceType], interactions: &[Va
         "conditionalCreate": true,
         "conditionalUpdate": true,
         "conditionalDelete": "single",
+        "operation": [{ "name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate" }],
     });
     if !reads {
         return entry;

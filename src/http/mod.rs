@@ -19,6 +19,7 @@ pub mod response;
 mod search;
 pub(crate) mod sharing;
 mod transaction;
+mod validate;
 mod write;
 
 use std::sync::Arc;
@@ -148,6 +149,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}/$export-status/{job}", get(export::status).delete(export::cancel))
         .route("/fhir/{tenant}/$export-file/{job}/{file}", get(export::file))
         .route("/fhir/{tenant}/{rtype}/_history", get(history::type_history))
+        .route("/fhir/{tenant}/{rtype}/$validate", axum::routing::post(validate::type_level))
+        .route("/fhir/{tenant}/{rtype}/{id}/$validate", axum::routing::post(validate::instance_level))
         .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(
             "/fhir/{tenant}/{rtype}",

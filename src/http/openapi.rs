@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::{admin, history, metadata, observe, read, search, transaction, write};
+use super::{admin, history, metadata, observe, read, search, transaction, validate, write};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{admin, history, metadata, observe, read, search, transaction, write}
         transaction::patch, transaction::bundle, transaction::conditional_update, transaction::conditional_delete,
         search::type_get, search::type_post, search::system_get, search::system_post,
         history::type_history, history::system_history,
+        validate::type_level, validate::instance_level,
         metadata::capability_statement,
         admin::list, admin::create, admin::get, admin::configure, admin::delete,
         observe::ready, observe::metrics,

@@ -37,8 +37,11 @@ fn bundle_error(e: BundleError) -> ApiError {
 
 /// An entry's failure as the whole request's error, naming the entry.
 fn entry_failure(f: EntryFailure) -> ApiError {
-    let prefix = f.index.map(|i| format!("entry[{i}]: ")).unwrap_or_default();
-    ApiError::from(f.error).prefixed(&prefix)
+    let e = ApiError::from(f.error);
+    match f.index {
+        Some(i) => e.in_entry(i),
+        None => e,
+    }
 }
 
 /// What the read model knows about each conditional entry's criteria.

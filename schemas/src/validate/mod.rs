@@ -1,12 +1,73 @@
 //! Validation of resource bodies before they become events.
 //!
-//! Checks the structure every write relies on (a JSON object of the URL's
-//! R4 type, a matching id, a well-formed `meta`); it is deliberately pure so
-//! the same rules apply over HTTP, in Bundles and on import.
+//! Two stages, both pure so the same rules apply over HTTP, in Bundles, on
+//! import and in `verify`: first what every write relies on (a JSON object
+//! of the URL's R4 type, a matching id, no empty or control-laden values),
+//! answered with the first mistake; then conformance to the R4 definitions
+//! (`walk.rs` over the table in `model.rs`), answered with every issue.
+
+mod model;
+mod narrative;
+mod walk;
 
 use serde_json::{Map, Value};
 
 use crate::resource::{ResourceId, ResourceType};
+
+/// How bad an issue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// The kind of rule an issue breaks (the OperationOutcome `code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueKind {
+    /// Unknown element, wrong JSON shape, two choice variants.
+    Structure,
+    /// A mandatory element is missing.
+    Required,
+    /// A primitive does not match its type's format or range.
+    Value,
+    /// A code outside its required value set.
+    CodeInvalid,
+    /// A constraint (`ext-1`, `txt-1`, ...) does not hold.
+    Invariant,
+}
+
+/// One finding of conformance validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub severity: Severity,
+    pub code: IssueKind,
+    /// The FHIRPath of the element (`Observation.component[1].code`).
+    pub expression: String,
+    /// For a person: what is wrong.
+    pub message: String,
+}
+
+/// How strictly a tenant treats elements R4 does not define.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strictness {
+    /// Unknown elements are errors (the default).
+    #[default]
+    Strict,
+    /// Unknown elements are warnings; everything else stays an error.
+    AllowUnknownElements,
+}
+
+/// Conformance of a resource object of type `rt` to R4: every issue found
+/// (capped at 100), errors and warnings. Empty means conformant.
+pub fn conformance(resource: &Map<String, Value>, rt: ResourceType, strictness: Strictness) -> Vec<Issue> {
+    let model = &*model::R4;
+    let Some(ty) = model.type_id(rt.as_str()) else {
+        return vec![];
+    };
+    let mut walker = walk::Walker::new(model, rt.as_str(), strictness == Strictness::AllowUnknownElements);
+    walker.resource(ty, resource);
+    walker.issues
+}
 
 /// Why a body cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +92,23 @@ pub enum ValidationError {
     Empty(String),
     #[error("the element '{0}' holds a control character (FHIR strings allow only tab, CR and LF below U+0020)")]
     ControlCharacter(String),
+    /// Well-formed, but not a conformant R4 resource (422): every error.
+    #[error("{}", summary(.0))]
+    NonConformant(Vec<Issue>),
+}
+
+fn summary(issues: &[Issue]) -> String {
+    let errors: Vec<&Issue> = issues.iter().filter(|i| i.severity == Severity::Error).collect();
+    match errors.as_slice() {
+        [] => "the resource does not conform to FHIR R4".to_owned(),
+        [one] => format!("the resource does not conform to FHIR R4: {} ({})", one.message, one.expression),
+        [first, rest @ ..] => format!(
+            "the resource does not conform to FHIR R4: {} ({}), and {} more issue(s)",
+            first.message,
+            first.expression,
+            rest.len()
+        ),
+    }
 }
 
 impl ValidationError {
@@ -41,6 +119,7 @@ impl ValidationError {
             Self::IdMismatch { .. } | Self::MissingId(_) | Self::InvalidId(_) => Some("id".into()),
             Self::InvalidMeta => Some("meta".into()),
             Self::Empty(path) | Self::ControlCharacter(path) => Some(path.clone()),
+            Self::NonConformant(issues) => issues.first().map(|i| i.expression.clone()),
             Self::NotJson(_) | Self::NotObject => None,
         }
     }
@@ -103,6 +182,10 @@ pub fn check_resource(value: Value, expect: Expect<'_>) -> Result<Map<String, Va
             Some((Flaw::Control, rest)) => return Err(ValidationError::ControlCharacter(at(rest))),
             None => {}
         }
+    }
+    let issues = conformance(&resource, expected, Strictness::Strict);
+    if issues.iter().any(|i| i.severity == Severity::Error) {
+        return Err(ValidationError::NonConformant(issues));
     }
     Ok(resource)
 }
@@ -208,7 +291,7 @@ mod tests {
             assert!(matches!(err, ValidationError::ControlCharacter(_)), "{body}: {err:?}");
             assert!(!err.to_string().contains('\0'), "the message escapes what it names: {err}");
         }
-        let text = r#"{"resourceType":"Patient","text":{"status":"generated","div":"<div>a\tb\r\nc</div>"}}"#;
+        let text = r#"{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">a\tb\r\nc</div>"}}"#;
         assert!(parse_resource(text.as_bytes(), Expect::Create(patient())).is_ok(), "tab, CR and LF are text");
     }
 

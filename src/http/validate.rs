@@ -1,0 +1,162 @@
+//! `$validate` at type and instance level: the write path's validation,
+//! answered as an OperationOutcome, writing nothing.
+//!
+//! The body is the resource itself or a `Parameters` resource with
+//! `resource`, `mode` and `profile`; `mode` and `profile` may also come in
+//! the query string. The answer is 200 whether or not the resource is valid
+//! (the spec's rule: 4xx means the validation itself could not run).
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::Value;
+
+use schemas::scope::Interaction;
+use schemas::validate::{Expect, ValidationError, check_resource};
+use schemas::{IssueCode, OperationOutcome, ResourceId, ResourceType};
+
+use super::auth::Caller;
+use super::extract::{FhirBody, InstanceTarget, TypeTarget};
+use super::response::fhir_json;
+use super::{ApiError, SharedState};
+
+/// `mode` and `profile` from the query string.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ValidateQuery {
+    mode: Option<String>,
+    profile: Option<String>,
+}
+
+/// What `$validate` was asked to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No mode, or `create`: the resource as a new one.
+    Create,
+    /// `update`: the resource as the new version of the instance.
+    Update,
+    /// `delete`: whether the instance may be deleted (always: no
+    /// referential rules are enforced on delete).
+    Delete,
+}
+
+impl Mode {
+    fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("create") => Ok(Self::Create),
+            Some("update") => Ok(Self::Update),
+            Some("delete") => Ok(Self::Delete),
+            Some(other) => Err(ApiError::invalid(format!(
+                "mode '{}' is not one of create, update, delete",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// `POST /fhir/{tenant}/{type}/$validate`
+#[utoipa::path(post, path = "/fhir/{tenant}/{rtype}/$validate", tag = "FHIR", operation_id = "validate_type", params(super::openapi::TypePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses((status = 200, description = "An OperationOutcome: the issues found, or one information issue")))]
+pub(super) async fn type_level(
+    State(_state): State<SharedState>,
+    target: TypeTarget,
+    caller: Caller,
+    Query(q): Query<ValidateQuery>,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    require_any(&caller, target.rt)?;
+    validate(target.rt, None, q, &body)
+}
+
+/// `POST /fhir/{tenant}/{type}/{id}/$validate`
+#[utoipa::path(post, path = "/fhir/{tenant}/{rtype}/{id}/$validate", tag = "FHIR", operation_id = "validate_instance", params(super::openapi::InstancePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses((status = 200, description = "An OperationOutcome: the issues found, or one information issue")))]
+pub(super) async fn instance_level(
+    State(_state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    Query(q): Query<ValidateQuery>,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
+    require_any(&caller, target.rt)?;
+    validate(target.rt, Some(&target.id), q, &body)
+}
+
+/// Any interaction on the type: validating reveals nothing stored, so a
+/// token that may create, update or read the type may ask.
+fn require_any(caller: &Caller, rt: ResourceType) -> Result<(), ApiError> {
+    if [Interaction::Create, Interaction::Update, Interaction::Read].into_iter().any(|i| caller.allows(rt, i)) {
+        Ok(())
+    } else {
+        caller.require(rt, Interaction::Create)
+    }
+}
+
+fn validate(rt: ResourceType, id: Option<&ResourceId>, q: ValidateQuery, body: &[u8]) -> Result<Response, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let (resource, mode, profile) = unwrap_parameters(value, q)?;
+    let mode = Mode::parse(mode.as_deref())?;
+    if let Some(profile) = &profile {
+        let base = format!("http://hl7.org/fhir/StructureDefinition/{rt}");
+        if profile.split('|').next() != Some(base.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "profile '{}' is not known here; only the base definition {base} is",
+                profile.chars().take(200).collect::<String>()
+            )));
+        }
+    }
+    let outcome = match (mode, resource) {
+        (Mode::Delete, _) => OperationOutcome::information("the resource may be deleted"),
+        (_, None) => return Err(ApiError::invalid("$validate needs a resource to validate")),
+        (mode, Some(resource)) => {
+            let expect = match (mode, id) {
+                (Mode::Update, Some(id)) => Expect::Update(rt, id),
+                (Mode::Update, None) => {
+                    return Err(ApiError::invalid("mode update needs the instance-level $validate"));
+                }
+                _ => Expect::Create(rt),
+            };
+            match check_resource(resource, expect) {
+                Ok(_) => OperationOutcome::from_issues(&[]),
+                Err(ValidationError::NonConformant(issues)) => OperationOutcome::from_issues(&issues),
+                Err(e) => {
+                    let outcome = OperationOutcome::error(IssueCode::Invalid, e.to_string());
+                    match e.expression() {
+                        Some(expr) => outcome.at(expr),
+                        None => outcome,
+                    }
+                }
+            }
+        }
+    };
+    let body = serde_json::to_string(&outcome).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+/// The resource, mode and profile of a `Parameters` body (query values
+/// are the fallback), or the body itself as the resource.
+fn unwrap_parameters(
+    value: Value,
+    q: ValidateQuery,
+) -> Result<(Option<Value>, Option<String>, Option<String>), ApiError> {
+    if value.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Ok((Some(value), q.mode, q.profile));
+    }
+    let Value::Object(mut params) = value else {
+        return Err(ApiError::invalid("the Parameters body must be a JSON object"));
+    };
+    let Some(Value::Array(list)) = params.remove("parameter") else {
+        return Ok((None, q.mode, q.profile));
+    };
+    let (mut resource, mut mode, mut profile) = (None, q.mode, q.profile);
+    for mut p in list {
+        let string =
+            |p: &Value, keys: &[&str]| keys.iter().find_map(|k| p.get(*k).and_then(Value::as_str)).map(str::to_owned);
+        match p.get("name").and_then(Value::as_str) {
+            Some("resource") => resource = p.get_mut("resource").map(Value::take),
+            Some("mode") => mode = string(&p, &["valueCode", "valueString"]).or(mode),
+            Some("profile") => profile = string(&p, &["valueUri", "valueCanonical", "valueString"]).or(profile),
+            _ => {}
+        }
+    }
+    Ok((resource, mode, profile))
+}
