@@ -50,6 +50,11 @@ fn resource_bodies_that_once_crashed_validation_no_longer_do() {
 }
 
 #[test]
+fn bodies_that_once_crashed_conformance_validation_no_longer_do() {
+    replay_target("conformance", harness::conformance);
+}
+
+#[test]
 fn bundles_that_once_crashed_parsing_or_planning_no_longer_do() {
     replay_target("bundle", harness::bundle);
 }

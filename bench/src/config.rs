@@ -92,7 +92,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select"
+        default_value = "v1,p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select"
     )]
     pub scenarios: Vec<Scenario>,
     /// PID of the server, for RSS and CPU during P1.
@@ -119,6 +119,8 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
+    /// V1: validation cost per resource, in process, over the Synthea corpus.
+    V1,
     /// P1: the CRUD mix.
     P1,
     /// P2: Synthea Bundles imported as transactions.

@@ -17,7 +17,7 @@ use crate::payloads::Kind;
 use crate::probe::{CpuSnapshot, CpuUsage, Machine, RssSampler, memory};
 use crate::raw;
 use crate::report::{REPORT_SCHEMA, Report, Results, ServerUnderLoad, Versions, rows};
-use crate::scenarios::{consistency, crud, import, isolation, read, replay};
+use crate::scenarios::{consistency, crud, import, isolation, read, replay, validation};
 use crate::{pgstat, projstat};
 
 fn say(msg: impl AsRef<str>) {
@@ -60,6 +60,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
     let mut r = Results::default();
     let c = args.concurrency;
+
+    if args.runs(Scenario::V1) {
+        match import::load(&args.synthea_dir) {
+            Ok(bundles) if !bundles.is_empty() => match validation::run(&bundles, 3) {
+                Ok(v) => {
+                    say(format!(
+                        "V1 validation: {:.1} µs per resource over {} resources ({} refused)",
+                        v.mean_us, v.resources, v.refused
+                    ));
+                    r.v1 = Some(v);
+                }
+                Err(e) => {
+                    r.failures.insert("v1".into(), format!("{e:#}"));
+                }
+            },
+            Ok(_) | Err(_) => {
+                r.skipped.insert("v1".into(), format!("no Synthea bundles at {}", args.synthea_dir.display()));
+            }
+        }
+    }
 
     if args.runs(Scenario::P1) {
         say(format!("warm-up: {c} users, {:?}", args.warmup));

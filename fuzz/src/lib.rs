@@ -81,6 +81,26 @@ pub fn validate_json(data: &[u8]) {
     }
 }
 
+/// R4 conformance of any JSON object: the first byte picks the resource
+/// type, the rest is the body. Issues are bounded, point into the resource,
+/// and strictness only turns unknown-element errors into warnings.
+pub fn conformance(data: &[u8]) {
+    use schemas::validate::{Severity, Strictness, conformance};
+    let Some((&first, rest)) = data.split_first() else { return };
+    let all: Vec<ResourceType> = ResourceType::all().collect();
+    let rt = all[usize::from(first) % all.len()];
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(rest) else { return };
+    let strict = conformance(&map, rt, Strictness::Strict);
+    let lenient = conformance(&map, rt, Strictness::AllowUnknownElements);
+    assert!(strict.len() <= 100 && lenient.len() <= 100);
+    assert_eq!(strict.len(), lenient.len(), "the same issues, only severities differ");
+    for (s, l) in strict.iter().zip(&lenient) {
+        assert!(s.expression.starts_with(rt.as_str()), "{}", s.expression);
+        assert_eq!((s.code, &s.expression), (l.code, &l.expression));
+        assert!(s.severity == l.severity || l.severity == Severity::Warning);
+    }
+}
+
 /// Bundle parsing and planning as a transaction is planned: ids assigned,
 /// references resolved, processing order. Every planned write targets a
 /// distinct resource, and each body carries the id it was planned under.

@@ -63,6 +63,7 @@ pub struct Results {
     pub p5: Option<ConsistencyResult>,
     pub p5_projector: Option<ProjectorRates>,
     pub p6: Option<ReplayResult>,
+    pub v1: Option<crate::scenarios::validation::ValidationResult>,
     pub raw_publish: Option<PublishResult>,
     /// The same publish at P5's (low) concurrency: the floor of one write.
     pub raw_publish_p5: Option<PublishResult>,

@@ -14,6 +14,7 @@ pub enum Unit {
     PerSec,
     Ms,
     MiB,
+    Us,
 }
 
 /// A goal from the benchmark issue, on the value or on the ratio.
@@ -132,6 +133,9 @@ pub fn build(r: &Results) -> Vec<Row> {
     let pipeline = r.raw_pipeline.as_ref().and_then(|p| p.events_per_sec);
     let select = r.raw_select.as_ref().and_then(|p| p.reads_per_sec);
     let copy = r.raw_copy.as_ref().and_then(|c| c.rows_per_sec);
+    // What one imported resource costs end to end: the budget validation
+    // must stay within a tenth of.
+    let p2_us = r.p2.as_ref().and_then(|p| p.resources_per_sec).filter(|v| *v > 0.0).map(|v| 1e6 / v);
     let failed = |key: &str| r.failures.get(key).map(|why| Status::Failed(why.clone()));
     let mut rows = vec![
         Row::new("p1.ops", "P1 CRUD mix", "operations/s", Unit::PerSec)
@@ -190,6 +194,14 @@ pub fn build(r: &Results) -> Vec<Row> {
         Row::new("p6.replay", "P6 replay", "events/s", Unit::PerSec)
             .value(r.p6.as_ref().and_then(|p| p.replay_events_per_sec))
             .against("raw consume, same subjects", r.p6.as_ref().and_then(|p| p.raw_consume_events_per_sec)),
+        Row::new("v1.mean", "V1 validation", "µs per resource (Synthea mean)", Unit::Us)
+            .value(r.v1.as_ref().map(|v| v.mean_us))
+            .against("P2 µs per resource", p2_us)
+            .target(Target::RatioAtMost(0.1)),
+        Row::new("v1.patient", "V1 validation", "µs per Patient", Unit::Us)
+            .value(r.v1.as_ref().and_then(|v| v.patient_us)),
+        Row::new("v1.observation", "V1 validation", "µs per Observation", Unit::Us)
+            .value(r.v1.as_ref().and_then(|v| v.observation_us)),
         Row::new("raw.publish", "raw baseline", "JetStream publish+ack", Unit::PerSec)
             .value(r.raw_publish.as_ref().and_then(|p| p.events_per_sec)),
         Row::new("raw.publish.latency", "raw baseline", "publish+ack p50", Unit::Ms).latency(pub_lat),

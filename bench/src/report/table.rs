@@ -39,6 +39,7 @@ pub fn value(v: f64, unit: Unit) -> String {
         Unit::PerSec => format!("{}/s", number(v)),
         Unit::Ms => format!("{} ms", number(v)),
         Unit::MiB => format!("{} MiB", number(v)),
+        Unit::Us => format!("{} µs", number(v)),
     }
 }
 

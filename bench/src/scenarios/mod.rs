@@ -1,7 +1,7 @@
 //! The scenarios that load the server over HTTP: P1 (CRUD mix), P2
 //! (Synthea import as transactions), P3 (read by id), P4 (isolation from a
 //! big neighbour), P5 (read-your-writes vs eventual writes) and P6 (the
-//! operator's replay). Each virtual user
+//! operator's replay); V1 (validation cost) runs in process. Each virtual user
 //! keeps its own histograms; they are merged once the phase ends, so
 //! measuring adds no shared state to the hot path.
 
@@ -11,6 +11,7 @@ pub mod import;
 pub mod isolation;
 pub mod read;
 pub mod replay;
+pub mod validation;
 
 use std::collections::BTreeMap;
 
