@@ -126,9 +126,9 @@ async fn a_batch_answers_the_invalid_entry_with_its_outcome_and_writes_the_other
 async fn validate_answers_200_with_the_issues_or_information_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let t = app.tenant("val").await;
-    let post = |path: String, body: Value| {
-        let app = &app;
-        async move { app.authed(reqwest::Client::new().post(app.fhir(&t, &path))).json(&body).send().await.unwrap() }
+    let (app, t) = (&app, t.as_str());
+    let post = |path: String, body: Value| async move {
+        app.authed(reqwest::Client::new().post(app.fhir(t, &path))).json(&body).send().await.unwrap()
     };
     let valid = json!({"resourceType":"Patient","gender":"female"});
     let o = outcome(post("Patient/$validate".into(), valid.clone()).await, 200).await;
@@ -152,7 +152,7 @@ async fn validate_answers_200_with_the_issues_or_information_and_writes_nothing(
     outcome(res, 400).await;
     outcome(post("Patient/$validate".into(), json!([1])).await, 200).await;
     assert_eq!(app.stream_count(&format!("fhir.{t}.>")).await, 0, "$validate writes nothing");
-    let cs: Value = app.get(&t, "metadata").await.json().await.unwrap();
+    let cs: Value = app.get(t, "metadata").await.json().await.unwrap();
     let ops = &cs["rest"][0]["resource"][0]["operation"];
     assert!(ops.as_array().unwrap().iter().any(|o| o["name"] == "validate"), "{ops}");
 }
