@@ -104,6 +104,10 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead of comparing the read model with the stream, list the
+    /// current resources that fail today's validation rules (exit 1 if any).
+    #[arg(long)]
+    pub validate: bool,
     /// Most differences listed (all are counted).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,

@@ -12,6 +12,7 @@ pub mod http;
 pub mod import;
 pub mod natsauth;
 pub mod replay;
+pub mod revalidate;
 pub mod serve;
 pub mod startup;
 pub mod telemetry;

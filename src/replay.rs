@@ -99,6 +99,18 @@ pub async fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
 /// Verifies; `Ok(false)` when the read model differs from the events.
 pub async fn run_verify(args: VerifyArgs) -> anyhow::Result<bool> {
     let (tenant, pool, js) = open(&args.conn, &args.tenant).await?;
+    if args.validate {
+        let queries = query::Queries::connect(&args.conn.database_url, 2)
+            .await
+            .context("connect to PostgreSQL as fhirstream_reader")?;
+        let report = crate::revalidate::run(&queries, &tenant, args.limit).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{report}");
+        }
+        return Ok(report.failed == 0);
+    }
     let opts = options(&args.conn, &args.projector_name, 1000, false);
     let bar = progress_bar(args.quiet || args.json);
     let report =

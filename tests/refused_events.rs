@@ -10,21 +10,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{TestApp, assert_outcome};
 
-/// A resource event as the command side would write it, published straight
-/// to JetStream: what a buggy or older writer could leave on the stream.
-async fn publish_raw(app: &TestApp, tenant: &str, id: &str, resource: &str) -> u64 {
-    let event = format!(
-        r#"{{"schema":"fhirstream.resource-event/1","event_id":"{}","tenant":"{tenant}","resource_type":"Patient",
-        "id":"{id}","version":1,"op":"create","at":"2026-01-01T00:00:00.000Z","actor":{{"sub":"test"}},
-        "commit":{{"id":"{}","index":0,"count":1}},"resource":{resource}}}"#,
-        uuid::Uuid::now_v7(),
-        uuid::Uuid::now_v7()
-    );
-    let js = async_nats::jetstream::new(app.nats.client().await);
-    let ack = js.publish(format!("fhir.{tenant}.Patient.{id}"), event.into()).await.unwrap().await.unwrap();
-    ack.sequence
-}
-
 async fn refused(app: &TestApp, tenant: &str) -> Vec<(i64, String, String, String)> {
     sqlx::query_as("select seq, subject, id, sqlstate from refused_events where tenant_id = $1 order by seq")
         .bind(tenant)
@@ -40,7 +25,7 @@ async fn an_event_postgresql_refuses_is_recorded_and_the_events_after_it_are_pro
     // NUL in an element nothing indexes: only jsonb objects (22P05).
     let bad = r#"{"resourceType":"Patient","id":"nul","text":{"status":"generated","div":"<div>a\u0000b</div>"},
         "meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00.000Z"}}"#;
-    let bad_seq = publish_raw(&app, &t, "nul", bad).await;
+    let bad_seq = app.publish_raw(&t, "nul", bad).await;
     let good = app.put(&t, "Patient/fine", &json!({"resourceType": "Patient", "id": "fine"})).await;
     assert_eq!(good.status(), 201, "a good write after the poison one");
     app.wait_caught_up(Duration::from_secs(20)).await;
@@ -77,10 +62,10 @@ async fn a_refused_event_inside_a_batch_does_not_take_its_neighbours_with_it() {
     for i in 0..30 {
         if i % 10 == 5 {
             let bad = format!(r#"{{"resourceType":"Patient","id":"bad{i}","name":[{{"given":["\u0000"]}}]}}"#);
-            bad_seqs.push(publish_raw(&app, &t, &format!("bad{i}"), &bad).await as i64);
+            bad_seqs.push(app.publish_raw(&t, &format!("bad{i}"), &bad).await as i64);
         } else {
             let good = format!(r#"{{"resourceType":"Patient","id":"ok{i}"}}"#);
-            publish_raw(&app, &t, &format!("ok{i}"), &good).await;
+            app.publish_raw(&t, &format!("ok{i}"), &good).await;
         }
     }
     let mut projector = std::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))

@@ -298,6 +298,22 @@ impl TestApp {
     }
 
     /// Number of messages the resource stream holds on `filter`.
+    /// A Patient event as the command side would write it, published
+    /// straight to JetStream: what a buggy or older writer (one from before
+    /// validation, say) could have left on the stream. Returns its sequence.
+    pub async fn publish_raw(&self, tenant: &str, id: &str, resource: &str) -> u64 {
+        let event = format!(
+            r#"{{"schema":"fhirstream.resource-event/1","event_id":"{}","tenant":"{tenant}","resource_type":"Patient",
+        "id":"{id}","version":1,"op":"create","at":"2026-01-01T00:00:00.000Z","actor":{{"sub":"test"}},
+        "commit":{{"id":"{}","index":0,"count":1}},"resource":{resource}}}"#,
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7()
+        );
+        let js = async_nats::jetstream::new(self.nats.client().await);
+        let ack = js.publish(format!("fhir.{tenant}.Patient.{id}"), event.into()).await.unwrap().await.unwrap();
+        ack.sequence
+    }
+
     pub async fn stream_count(&self, filter: &str) -> u64 {
         let js = async_nats::jetstream::new(self.nats.client().await);
         let stream = js.get_stream("FHIR").await.expect("resource stream");
