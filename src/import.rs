@@ -20,7 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use command::bundle::{self, Entry, Method};
-use command::{AppliedWatch, CommandError, Commands};
+use command::{AppliedWatch, CommandError, Commands, ProfileSource, WriteContext};
+use schemas::validate::ValidationPolicy;
 use schemas::{Actor, ResourceType, TenantId};
 
 use crate::config::ImportArgs;
@@ -77,6 +78,23 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         command::SharedIds { types: tenant_state.config.reads_from_shared(&share) },
         command::SharedIds { types: share.to_vec() },
     ));
+    // Imports are validated like any write: the tenant's policy, and its
+    // profiles from the read model when it enforces any.
+    let policy = tenant_state.config.validation.clone().unwrap_or_default();
+    let shared_policy = ValidationPolicy::default();
+    let queries = match policy.profiles.is_empty() {
+        true => None,
+        false => Some(
+            query::Queries::connect(&args.conn.database_url, 2)
+                .await
+                .context("connect to PostgreSQL to read the tenant's profiles")?,
+        ),
+    };
+    let shared_reads = tenant_state.config.reads_from_shared(&ResourceType::all().collect::<Vec<_>>());
+    let profiles: Box<dyn ProfileSource> = match &queries {
+        Some(q) => Box::new(crate::profiles::ReadModelProfiles::new(q, &shared_reads)),
+        None => Box::new(command::NoProfiles),
+    };
 
     let units = futures::stream::iter(files.into_iter().map(|path| {
         let (bar, share) = (bar.clone(), share.clone());
@@ -98,10 +116,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .map(|unit| {
             let (commands, actor, tally, bar) = (&commands, &actor, tally.clone(), bar.clone());
             let (tenant, shared_space, share, claims) = (&tenant, &shared_space, share.clone(), claims.clone());
+            let (policy, shared_policy, profiles) = (&policy, &shared_policy, &*profiles);
             async move {
                 let unit = unit?;
-                let (to, ids) = if unit.shared { (shared_space, &claims.1) } else { (tenant, &claims.0) };
-                commit(commands, (to, ids), actor, unit, chunk, &share, &tally).await;
+                let (to, ids, policy) =
+                    if unit.shared { (shared_space, &claims.1, shared_policy) } else { (tenant, &claims.0, policy) };
+                let cx = WriteContext { tenant: to, actor, shared_ids: ids, policy, profiles };
+                commit(commands, &cx, unit, chunk, &share, &tally).await;
                 let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!("{done} resources, {rate:.0}/s"));
@@ -145,18 +166,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 /// import), falls back to one entry at a time so the rest still lands.
 async fn commit(
     commands: &Commands,
-    (tenant, shared_ids): (&TenantId, &command::SharedIds),
-    actor: &Actor,
+    cx: &WriteContext<'_>,
     unit: Unit,
     chunk: usize,
     share: &[ResourceType],
     tally: &Tally,
 ) {
     let n = unit.entries.len() as u64;
-    match commands
-        .transaction(tenant, actor, shared_ids, unit.entries, &Default::default(), |_| schemas::ResourceId::generate())
-        .await
-    {
+    match commands.transaction(cx, unit.entries, &Default::default(), |_| schemas::ResourceId::generate()).await {
         Ok(outcome) => {
             tally.created.fetch_add(n, Ordering::Relaxed);
             tally.last_seq.fetch_max(outcome.last_seq.unwrap_or(0), Ordering::Relaxed);
@@ -175,11 +192,7 @@ async fn commit(
             };
             for mut e in again.entries {
                 e.index = 0;
-                match commands
-                    .transaction(tenant, actor, shared_ids, vec![e], &Default::default(), |_| {
-                        schemas::ResourceId::generate()
-                    })
-                    .await
+                match commands.transaction(cx, vec![e], &Default::default(), |_| schemas::ResourceId::generate()).await
                 {
                     Ok(outcome) => {
                         tally.created.fetch_add(1, Ordering::Relaxed);

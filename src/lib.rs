@@ -11,6 +11,7 @@ pub mod export;
 pub mod http;
 pub mod import;
 pub mod natsauth;
+pub mod profiles;
 pub mod replay;
 pub mod revalidate;
 pub mod serve;

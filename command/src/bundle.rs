@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use schemas::validate::{Expect, ValidationError, check_resource};
+use schemas::validate::{Expect, Rules, ValidationError, check_resource_with};
 use schemas::{ResourceId, ResourceType, Version};
 
 /// Transaction (all or nothing) or batch (each entry on its own).
@@ -240,6 +240,7 @@ pub fn plan(
     entries: Vec<Entry>,
     mut new_id: impl FnMut(&Entry) -> ResourceId,
     existing: &HashMap<usize, ResourceId>,
+    rules: &Rules,
 ) -> Result<Vec<Planned>, BundleError> {
     let mut ids: Vec<ResourceId> = Vec::with_capacity(entries.len());
     let mut refs: HashMap<String, String> = HashMap::new();
@@ -273,7 +274,8 @@ pub fn plan(
                     map.insert("id".into(), Value::String(id.as_str().to_owned()));
                 }
                 let expect = Expect::Update(e.rt, &id);
-                Some(check_resource(body, expect).map_err(|error| BundleError::Invalid { index: e.index, error })?)
+                let checked = check_resource_with(body, expect, rules);
+                Some(checked.map_err(|error| BundleError::Invalid { index: e.index, error })?.resource)
             }
             (Method::Patch, Some(patch)) => {
                 e.body = Some(patch);
@@ -394,7 +396,7 @@ mod tests {
         );
         let (kind, entries) = parse(&body, 100).unwrap();
         assert_eq!(kind, BundleKind::Transaction);
-        let planned = plan(entries, seq_ids(), &HashMap::new()).unwrap();
+        let planned = plan(entries, seq_ids(), &HashMap::new(), &Rules::default()).unwrap();
         let obs = planned.iter().find(|p| p.entry.rt.as_str() == "Observation").unwrap();
         let r = obs.resource.as_ref().unwrap();
         assert_eq!(r["subject"]["reference"], "Patient/new1");
@@ -415,8 +417,11 @@ mod tests {
             ]),
         );
         let (_, entries) = parse(&body, 100).unwrap();
-        let order: Vec<usize> =
-            plan(entries, seq_ids(), &HashMap::new()).unwrap().iter().map(|p| p.entry.index).collect();
+        let order: Vec<usize> = plan(entries, seq_ids(), &HashMap::new(), &Rules::default())
+            .unwrap()
+            .iter()
+            .map(|p| p.entry.index)
+            .collect();
         assert_eq!(order, vec![3, 2, 1, 4, 0]);
     }
 
@@ -431,7 +436,7 @@ mod tests {
             ]),
         );
         let (_, entries) = parse(&body, 100).unwrap();
-        let err = plan(entries, seq_ids(), &HashMap::new()).unwrap_err();
+        let err = plan(entries, seq_ids(), &HashMap::new(), &Rules::default()).unwrap_err();
         assert!(matches!(&err, BundleError::Entry { index: 1, message } if message.contains("urn:uuid:nope")), "{err}");
     }
 
@@ -471,7 +476,12 @@ mod tests {
             ]),
         );
         let (_, entries) = parse(&body, 100).unwrap();
-        assert!(plan(entries, seq_ids(), &HashMap::new()).unwrap_err().to_string().contains("more than one entry"));
+        assert!(
+            plan(entries, seq_ids(), &HashMap::new(), &Rules::default())
+                .unwrap_err()
+                .to_string()
+                .contains("more than one entry")
+        );
     }
 
     #[test]
@@ -490,7 +500,7 @@ mod tests {
             Some(IdentifierCriteria { system: Some("http://x".into()), value: "1".into() })
         );
         let existing = HashMap::from([(0, ResourceId::parse("old").unwrap())]);
-        let planned = plan(entries, seq_ids(), &existing).unwrap();
+        let planned = plan(entries, seq_ids(), &existing, &Rules::default()).unwrap();
         let obs = planned.iter().find(|p| p.entry.index == 1).unwrap();
         assert_eq!(obs.resource.as_ref().unwrap()["subject"]["reference"], "Patient/old");
     }

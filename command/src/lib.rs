@@ -8,6 +8,7 @@
 
 pub mod applied;
 pub mod bundle;
+pub mod context;
 pub mod decide;
 pub mod resources;
 pub mod shared_ids;
@@ -16,6 +17,7 @@ pub mod tenants;
 pub mod transaction;
 
 pub use applied::AppliedWatch;
+pub use context::{NoProfiles, ProfileSource, WriteContext};
 pub use resources::{Commands, Written};
 pub use shared_ids::SharedIds;
 pub use store::{EventStore, StreamNames};

@@ -7,10 +7,11 @@ use uuid::Uuid;
 
 use schemas::event::{RESOURCE_EVENT_SCHEMA, instant, now};
 use schemas::subject::resource_subject;
-use schemas::validate::{Expect, parse_resource};
+use schemas::validate::{Expect, Issue, Rules, check_resource_with, parse_json};
 use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
 
 use crate::CommandError;
+use crate::context::WriteContext;
 use crate::decide::{Current, Decision, Intent, decide};
 use crate::shared_ids::{SharedIds, claim_for_create, fresh_claim};
 use crate::store::{BatchMessage, EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
@@ -31,6 +32,9 @@ pub struct Written {
     pub seq: u64,
     /// The stored resource JSON; `None` for a delete.
     pub resource: Option<Box<RawValue>>,
+    /// Validation warnings (unknown elements a tenant lets through, claimed
+    /// profiles it does not know): for `Prefer: return=OperationOutcome`.
+    pub warnings: Vec<Issue>,
 }
 
 /// The resource write service.
@@ -49,35 +53,31 @@ impl Commands {
     }
 
     /// `POST /{type}`: stores the body under a new server-assigned id.
-    pub async fn create(
-        &self,
-        tenant: &TenantId,
-        actor: &Actor,
-        shared_ids: &SharedIds,
-        rt: ResourceType,
-        body: &[u8],
-    ) -> Result<Written, CommandError> {
-        let resource = parse_resource(body, Expect::Create(rt))?;
+    pub async fn create(&self, cx: &WriteContext<'_>, rt: ResourceType, body: &[u8]) -> Result<Written, CommandError> {
+        let checked = validate(cx, body, Expect::Create(rt)).await?;
         let id = ResourceId::generate();
         let decision = decide(None, Intent::Put { if_match: None })?.context("a create always appends")?;
-        self.append(tenant, actor, shared_ids, rt, Id::Generated(id), decision, Some(resource)).await
+        let mut written = self
+            .append(cx.tenant, cx.actor, cx.shared_ids, rt, Id::Generated(id), decision, Some(checked.resource))
+            .await?;
+        written.warnings = checked.warnings;
+        Ok(written)
     }
 
     /// `PUT /{type}/{id}`: updates the resource, or creates it with the
     /// client's id.
-    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
-        tenant: &TenantId,
-        actor: &Actor,
-        shared_ids: &SharedIds,
+        cx: &WriteContext<'_>,
         rt: ResourceType,
         id: ResourceId,
         body: &[u8],
         if_match: Option<Version>,
     ) -> Result<Written, CommandError> {
-        let resource = parse_resource(body, Expect::Update(rt, &id))?;
-        let mut resource = Some(resource);
+        let (tenant, actor, shared_ids) = (cx.tenant, cx.actor, cx.shared_ids);
+        let checked = validate(cx, body, Expect::Update(rt, &id)).await?;
+        let warnings = checked.warnings;
+        let mut resource = Some(checked.resource);
         let mut attempt = 0;
         loop {
             let current = self.current(tenant, rt, &id).await?;
@@ -89,7 +89,11 @@ impl Commands {
                 Err(CommandError::Conflict) if claimed && if_match.is_none() && attempt < CLAIM_RETRIES => {
                     attempt += 1;
                 }
-                other => return other.map_err(|e| lost_race(e, if_match)),
+                Ok(mut written) => {
+                    written.warnings = warnings;
+                    return Ok(written);
+                }
+                Err(e) => return Err(lost_race(e, if_match)),
             }
         }
     }
@@ -201,8 +205,27 @@ impl Commands {
             last_updated: event.at,
             seq,
             resource: event.resource,
+            warnings: vec![],
         })
     }
+}
+
+/// Parses a body and validates it under the rules of its tenant and of the
+/// profiles it claims.
+async fn validate(
+    cx: &WriteContext<'_>,
+    body: &[u8],
+    expect: Expect<'_>,
+) -> Result<schemas::validate::Checked, CommandError> {
+    let rt = match expect {
+        Expect::Create(rt) | Expect::Update(rt, _) => rt,
+    };
+    let value = parse_json(body)?;
+    let rules = match value.as_object() {
+        Some(map) => cx.rules([(rt, map)]).await?,
+        None => Rules::default(),
+    };
+    Ok(check_resource_with(value, expect, &rules)?)
 }
 
 /// Where a written resource's id came from, which decides how its id is

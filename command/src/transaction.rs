@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use schemas::event::{RESOURCE_EVENT_SCHEMA, now};
 use schemas::subject::{identifier_claim_subject, resource_subject};
-use schemas::validate::{Expect, ValidationError, check_resource};
-use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
+use schemas::validate::{Expect, Rules, ValidationError, check_resource_with};
+use schemas::{Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
 
 use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
+use crate::context::WriteContext;
 use crate::decide::{Current, Intent, decide};
 use crate::resources::{current_of, op_str, stamp};
-use crate::shared_ids::{SharedIds, claim_for_create};
+use crate::shared_ids::claim_for_create;
 use crate::store::{BatchMessage, EventStore, OP_HEADER, VERSION_HEADER};
 use crate::{CommandError, Commands, Written};
 
@@ -91,15 +92,25 @@ impl Commands {
     /// no event at all.
     pub async fn transaction(
         &self,
-        tenant: &TenantId,
-        actor: &Actor,
-        shared_ids: &SharedIds,
+        cx: &WriteContext<'_>,
         entries: Vec<Entry>,
         read_model: &ReadModelMatches,
         new_id: impl FnMut(&Entry) -> ResourceId,
     ) -> Result<TxOutcome, EntryFailure> {
+        let (tenant, actor, shared_ids) = (cx.tenant, cx.actor, cx.shared_ids);
         let store = self.store();
         let count = entries.len();
+        // The rules of every written entry, resolved once (a PATCH's result
+        // is held to the profiles enforced on its type).
+        let no_body = Map::new();
+        let rules = cx
+            .rules(entries.iter().filter_map(|e| match (e.method, e.body.as_ref()) {
+                (Method::Post | Method::Put, Some(Value::Object(body))) => Some((e.rt, body)),
+                (Method::Patch, _) => Some((e.rt, &no_body)),
+                _ => None,
+            }))
+            .await
+            .map_err(whole)?;
 
         // 1. Conditional entries: what do they match?
         let mut existing = HashMap::new();
@@ -132,7 +143,7 @@ impl Commands {
             .collect();
 
         // 2. Ids, references and order.
-        let planned = bundle::plan(entries, new_id, &existing).map_err(bundle_failure)?;
+        let planned = bundle::plan(entries, new_id, &existing, &rules).map_err(bundle_failure)?;
 
         // 3. Split what is written from what is only looked at, keeping the
         //    processing order; the written entries are consumed below, so
@@ -188,7 +199,8 @@ impl Commands {
                 Method::Patch => {
                     // What one event can carry bounds what a patch may grow to.
                     let max = store.jetstream().client().server_info().max_payload;
-                    Some(apply_patch(&p, current, last.as_ref().map(|l| &l.payload[..]), max).map_err(fail(i))?)
+                    let last = last.as_ref().map(|l| &l.payload[..]);
+                    Some(apply_patch(&p, current, last, max, &rules).map_err(fail(i))?)
                 }
                 _ => p.resource,
             };
@@ -239,6 +251,7 @@ impl Commands {
                 last_updated: event.at,
                 seq: 0,
                 resource: event.resource,
+                warnings: vec![],
             };
             written.push((i, decision.op, w));
         }
@@ -356,6 +369,7 @@ fn apply_patch(
     current: Option<Current>,
     last: Option<&[u8]>,
     max_bytes: usize,
+    rules: &Rules,
 ) -> Result<Map<String, Value>, CommandError> {
     let (Some(current), Some(last)) = (current, last) else {
         return Err(CommandError::NotFound(format!("{}/{} is not known", p.entry.rt, p.id)));
@@ -371,7 +385,7 @@ fn apply_patch(
     let patch: json_patch::Patch = serde_json::from_value(p.entry.body.clone().unwrap_or(Value::Null))
         .map_err(|e| CommandError::Unprocessable(format!("not a JSON Patch document: {e}")))?;
     patch_bounded(&mut doc, &patch, max_bytes)?;
-    check_resource(doc, Expect::Update(p.entry.rt, &p.id)).map_err(|e| match e {
+    check_resource_with(doc, Expect::Update(p.entry.rt, &p.id), rules).map(|c| c.resource).map_err(|e| match e {
         // Conformance issues answer as for any write: 422 with every issue.
         e @ ValidationError::NonConformant(_) => CommandError::Invalid(e),
         e => CommandError::Unprocessable(format!("the patched resource is not valid: {e}")),

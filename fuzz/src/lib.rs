@@ -114,7 +114,10 @@ pub fn bundle(data: &[u8]) {
         n += 1;
         ResourceId::parse(&format!("new-{n}")).unwrap_or_else(|e| panic!("{e}"))
     };
-    let Ok(planned) = command::bundle::plan(entries, new_id, &HashMap::new()) else { return };
+    let Ok(planned) = command::bundle::plan(entries, new_id, &HashMap::new(), &schemas::validate::Rules::default())
+    else {
+        return;
+    };
     let mut targets = std::collections::HashSet::new();
     for p in &planned {
         if p.entry.method != command::bundle::Method::Get {

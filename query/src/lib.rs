@@ -5,6 +5,7 @@
 //! tenant is also the leading column of every key, so a query touches one
 //! partition and one index range, whatever other tenants hold.
 
+pub mod conformance;
 pub mod export;
 pub mod history;
 pub mod read;

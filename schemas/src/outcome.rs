@@ -85,6 +85,7 @@ impl OperationOutcome {
                     IssueKind::Value => IssueCode::Value,
                     IssueKind::CodeInvalid => IssueCode::CodeInvalid,
                     IssueKind::Invariant => IssueCode::Invariant,
+                    IssueKind::NotSupported => IssueCode::NotSupported,
                 },
                 diagnostics: i.message.clone(),
                 expression: vec![i.expression.clone()],

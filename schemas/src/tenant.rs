@@ -98,6 +98,10 @@ pub struct TenantConfig {
     /// that tenants on other versions can come later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fhir_version: Option<String>,
+    /// What writes are validated against beyond base R4 (strictness,
+    /// enforced profiles); `None` means strict base rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<crate::validate::ValidationPolicy>,
 }
 
 impl TenantConfig {
@@ -107,6 +111,9 @@ impl TenantConfig {
             for t in types.iter().flatten() {
                 crate::ResourceType::parse(t).map_err(|e| format!("{field}: {e}"))?;
             }
+        }
+        if let Some(v) = &self.validation {
+            v.check()?;
         }
         if self.max_body_bytes == Some(0) {
             return Err("max_body_bytes must be positive".into());

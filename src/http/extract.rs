@@ -40,6 +40,11 @@ impl InTenant {
         self.shared_reads.contains(&rt)
     }
 
+    /// The tenant's validation policy (strict base rules when it has none).
+    pub(super) fn validation(&self) -> schemas::validate::ValidationPolicy {
+        self.state.config.validation.clone().unwrap_or_default()
+    }
+
     /// The types whose creates claim their id against the other side: for
     /// the shared space every shareable type, for a tenant those it reads.
     pub(super) fn shared_ids(&self, shareable: &[ResourceType]) -> command::SharedIds {

@@ -79,9 +79,10 @@ async fn run(
         }
     }
     let matches = read_model_matches(state, &t.tenant, &entries).await?;
-    let shared_ids = t.shared_ids(&state.settings.shareable);
+    let parts = super::write::WriteParts::new(state, t);
+    let cx = parts.context(t, caller);
     let commands = state.commands()?;
-    Ok(commands.transaction(&t.tenant, &caller.actor, &shared_ids, entries, &matches, |_| ResourceId::generate()).await)
+    Ok(commands.transaction(&cx, entries, &matches, |_| ResourceId::generate()).await)
 }
 
 /// The error of a single request that ran as a one-entry transaction.

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
-use command::Written;
+use command::{WriteContext, Written};
 use schemas::scope::Interaction;
 
 use super::auth::Caller;
@@ -30,8 +30,9 @@ pub(super) async fn create(
         let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
         return super::transaction::conditional_create(state, target, caller, headers, &body, &criteria).await;
     }
-    let shared_ids = target.t.shared_ids(&state.settings.shareable);
-    let written = state.commands()?.create(&target.t.tenant, &caller.actor, &shared_ids, target.rt, &body).await?;
+    let parts = WriteParts::new(&state, &target.t);
+    let cx = parts.context(&target.t, &caller);
+    let written = state.commands()?.create(&cx, target.rt, &body).await?;
     let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);
     let mut res = respond(&state, &headers, StatusCode::CREATED, written).await;
     set_location(&mut res, &location, true);
@@ -51,11 +52,9 @@ pub(super) async fn update(
     super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
     check_resource_size(&state, body.len())?;
     let if_match = if_match(&headers)?;
-    let shared_ids = target.t.shared_ids(&state.settings.shareable);
-    let written = state
-        .commands()?
-        .update(&target.t.tenant, &caller.actor, &shared_ids, target.rt, target.id.clone(), &body, if_match)
-        .await?;
+    let parts = WriteParts::new(&state, &target.t);
+    let cx = parts.context(&target.t, &caller);
+    let written = state.commands()?.update(&cx, target.rt, target.id.clone(), &body, if_match).await?;
     let status = if written.version.get() == 1 { StatusCode::CREATED } else { StatusCode::OK };
     let location = state.version_url(&target.t.tenant, target.rt, &written.id, written.version);
     let mut res = respond(&state, &headers, status, written).await;
@@ -93,6 +92,36 @@ pub(super) async fn delete(
     Ok(res)
 }
 
+/// What a tenant's writes are decided with, besides the caller: its id
+/// claims, its validation policy and where its profiles are found.
+pub(super) struct WriteParts<'s> {
+    shared_ids: command::SharedIds,
+    policy: schemas::validate::ValidationPolicy,
+    profiles: Box<dyn command::ProfileSource + 's>,
+}
+
+impl<'s> WriteParts<'s> {
+    pub(super) fn new(state: &'s SharedState, t: &super::extract::InTenant) -> Self {
+        // A node without the query role cannot look profiles up: a write
+        // that must conform to one is then refused, never let through.
+        let profiles: Box<dyn command::ProfileSource + 's> = match &state.queries {
+            Some(q) => Box::new(crate::profiles::ReadModelProfiles::new(q, &t.shared_reads)),
+            None => Box::new(command::NoProfiles),
+        };
+        Self { shared_ids: t.shared_ids(&state.settings.shareable), policy: t.validation(), profiles }
+    }
+
+    pub(super) fn context<'a>(&'a self, t: &'a super::extract::InTenant, caller: &'a Caller) -> WriteContext<'a> {
+        WriteContext {
+            tenant: &t.tenant,
+            actor: &caller.actor,
+            shared_ids: &self.shared_ids,
+            policy: &self.policy,
+            profiles: &*self.profiles,
+        }
+    }
+}
+
 /// 413 for a resource larger than one event can carry.
 pub(super) fn check_resource_size(state: &SharedState, len: usize) -> Result<(), ApiError> {
     let limit = state.settings.max_resource_bytes;
@@ -119,12 +148,20 @@ pub(super) fn set_location(res: &mut Response, url: &str, created: bool) {
 async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, written: Written) -> Response {
     let projection = settle(state, headers, written.seq).await;
     let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // `return=OperationOutcome` answers with the validation warnings (an
+    // information issue when there are none) instead of the resource.
+    let outcome = prefer.contains("return=OperationOutcome");
     let body = if prefer.contains("return=minimal") {
         String::new()
+    } else if outcome {
+        serde_json::to_string(&schemas::OperationOutcome::from_issues(&written.warnings)).unwrap_or_default()
     } else {
         written.resource.map(|r| Box::<str>::from(r).into_string()).unwrap_or_default()
     };
     let mut res = fhir_json(status, body);
+    if outcome {
+        res.headers_mut().insert("preference-applied", HeaderValue::from_static("return=OperationOutcome"));
+    }
     version_headers(res.headers_mut(), written.version, &written.last_updated);
     res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     res

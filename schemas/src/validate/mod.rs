@@ -8,9 +8,17 @@
 
 mod model;
 mod narrative;
+mod profile;
 mod walk;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use model::ValueSet;
+pub use profile::{Profile, value_sets_from};
 
 use crate::resource::{ResourceId, ResourceType};
 
@@ -34,6 +42,8 @@ pub enum IssueKind {
     CodeInvalid,
     /// A constraint (`ext-1`, `txt-1`, ...) does not hold.
     Invariant,
+    /// Something could not be checked (a claimed profile that is not known).
+    NotSupported,
 }
 
 /// One finding of conformance validation.
@@ -55,6 +65,131 @@ pub enum Strictness {
     Strict,
     /// Unknown elements are warnings; everything else stays an error.
     AllowUnknownElements,
+}
+
+/// What a tenant asks of its writes beyond base R4 (its configuration's
+/// `validation`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationPolicy {
+    /// `warn` accepts elements R4 does not define, as warnings; `refuse`
+    /// (the default) refuses them. Types, cardinality and bindings are
+    /// always enforced.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unknown_elements: UnknownElements,
+    /// Canonical URLs of the profiles every write of a type must conform
+    /// to, per resource type (`{"Observation": ["http://.../vitalsigns"]}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Vec<String>>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// A tenant's choice for unknown elements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownElements {
+    #[default]
+    Refuse,
+    Warn,
+}
+
+impl ValidationPolicy {
+    pub fn strictness(&self) -> Strictness {
+        match self.unknown_elements {
+            UnknownElements::Refuse => Strictness::Strict,
+            UnknownElements::Warn => Strictness::AllowUnknownElements,
+        }
+    }
+
+    /// The canonical URLs a write of `rt` must be checked against: the
+    /// enforced ones and the ones its `meta.profile` claims.
+    pub fn profiles_for(&self, rt: ResourceType, resource: &Map<String, Value>) -> Vec<String> {
+        let mut urls: Vec<String> = self.profiles.get(rt.as_str()).cloned().unwrap_or_default();
+        urls.extend(claimed_profiles(resource));
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
+    /// Checks that every type named is an R4 resource type.
+    pub fn check(&self) -> Result<(), String> {
+        for (t, urls) in &self.profiles {
+            ResourceType::parse(t).map_err(|e| format!("validation.profiles: {e}"))?;
+            if urls.iter().any(|u| u.is_empty()) {
+                return Err(format!("validation.profiles.{t}: a profile URL must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The canonical URLs in `meta.profile` (versions stripped).
+pub fn claimed_profiles(resource: &Map<String, Value>) -> impl Iterator<Item = String> + '_ {
+    resource
+        .get("meta")
+        .and_then(|m| m.get("profile"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|u| u.split('|').next().unwrap_or(u).to_owned())
+}
+
+/// The rules one write is checked against: base R4 with the tenant's
+/// strictness, plus the profiles resolved for it.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub strictness: Strictness,
+    /// Profiles enforced on a type (all must hold).
+    pub enforced: HashMap<ResourceType, Vec<Arc<Profile>>>,
+    /// Profiles the tenant can see, by URL, for `meta.profile` claims.
+    pub visible: HashMap<String, Arc<Profile>>,
+}
+
+/// A resource that passed, with the warnings it earned.
+#[derive(Debug)]
+pub struct Checked {
+    pub resource: Map<String, Value>,
+    pub warnings: Vec<Issue>,
+}
+
+/// [`check_resource`] under a tenant's [`Rules`]: its strictness, its
+/// enforced profiles and the profiles the resource claims. A claimed
+/// profile the tenant cannot see is a warning, not an error.
+pub fn check_resource_with(value: Value, expect: Expect<'_>, rules: &Rules) -> Result<Checked, ValidationError> {
+    let resource = check_structure(value, expect)?;
+    let rt = match expect {
+        Expect::Create(rt) | Expect::Update(rt, _) => rt,
+    };
+    let mut issues = conformance(&resource, rt, rules.strictness);
+    if !issues.iter().any(|i| i.severity == Severity::Error) {
+        let mut seen: Vec<&str> = vec![];
+        for p in rules.enforced.get(&rt).into_iter().flatten() {
+            seen.push(&p.url);
+            p.check(&resource, &mut issues);
+        }
+        for url in claimed_profiles(&resource) {
+            if seen.contains(&url.as_str()) {
+                continue;
+            }
+            match rules.visible.get(&url) {
+                Some(p) if p.resource_type == rt.as_str() => p.check(&resource, &mut issues),
+                _ => issues.push(Issue {
+                    severity: Severity::Warning,
+                    code: IssueKind::NotSupported,
+                    expression: format!("{rt}.meta.profile"),
+                    message: format!("profile {} is not known to this tenant; it was not checked", printable(&url)),
+                }),
+            }
+        }
+    }
+    if issues.iter().any(|i| i.severity == Severity::Error) {
+        return Err(ValidationError::NonConformant(issues));
+    }
+    Ok(Checked { resource, warnings: issues })
 }
 
 /// Conformance of a resource object of type `rt` to R4: every issue found
@@ -136,12 +271,22 @@ pub enum Expect<'a> {
 
 /// Parses and checks a resource body, returning the resource object.
 pub fn parse_resource(body: &[u8], expect: Expect<'_>) -> Result<Map<String, Value>, ValidationError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ValidationError::NotJson(e.to_string()))?;
-    check_resource(value, expect)
+    check_resource(parse_json(body)?, expect)
 }
 
-/// Checks an already parsed resource (e.g. a Bundle entry).
+/// Parses a request body as JSON (400 when it is not).
+pub fn parse_json(body: &[u8]) -> Result<Value, ValidationError> {
+    serde_json::from_slice(body).map_err(|e| ValidationError::NotJson(e.to_string()))
+}
+
+/// Checks an already parsed resource (e.g. a Bundle entry) under the
+/// strict base rules.
 pub fn check_resource(value: Value, expect: Expect<'_>) -> Result<Map<String, Value>, ValidationError> {
+    check_resource_with(value, expect, &Rules::default()).map(|c| c.resource)
+}
+
+/// The first stage: what every write relies on (400 on failure).
+fn check_structure(value: Value, expect: Expect<'_>) -> Result<Map<String, Value>, ValidationError> {
     let Value::Object(resource) = value else {
         return Err(ValidationError::NotObject);
     };
@@ -182,10 +327,6 @@ pub fn check_resource(value: Value, expect: Expect<'_>) -> Result<Map<String, Va
             Some((Flaw::Control, rest)) => return Err(ValidationError::ControlCharacter(at(rest))),
             None => {}
         }
-    }
-    let issues = conformance(&resource, expected, Strictness::Strict);
-    if issues.iter().any(|i| i.severity == Severity::Error) {
-        return Err(ValidationError::NonConformant(issues));
     }
     Ok(resource)
 }

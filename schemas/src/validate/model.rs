@@ -77,8 +77,8 @@ impl TypeDef {
 }
 
 /// The codes of a value set, per code system (sorted).
-#[derive(Debug)]
-pub(crate) struct ValueSet {
+#[derive(Debug, Clone)]
+pub struct ValueSet {
     pub(crate) url: Box<str>,
     pub(crate) systems: Vec<(Box<str>, Vec<Box<str>>)>,
 }
@@ -107,6 +107,12 @@ pub(crate) struct Model {
 }
 
 impl Model {
+    /// A value set of the table by URL.
+    pub(crate) fn value_set(&self, url: &str) -> Option<ValueSet> {
+        let i = self.value_sets.binary_search_by(|v| (*v.url).cmp(url)).ok()?;
+        Some(self.value_sets[i].clone())
+    }
+
     pub(crate) fn type_id(&self, name: &str) -> Option<TypeId> {
         self.index.get(name).copied()
     }
