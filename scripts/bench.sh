@@ -36,6 +36,9 @@
 #   BENCH_KEEP=1             keep the database and NATS store afterwards
 #   BENCH_WAIT_QUIET=secs    before starting the stack, wait up to this long for the
 #                            1-minute load average to drop below 0.5 (shared machines)
+#   BENCH_UNVALIDATED=0      do not start the second server (--unsafe-skip-conformance,
+#                            roles command,query, same NATS and database) that P1 and P2
+#                            also run against to show what validation costs
 #   BENCH_PREBUILT_SERVER=1  do not rebuild the server: use target/release/fhirstream as
 #                            it is (e.g. while the tree does not compile); only the
 #                            harness is built, and the report says so
@@ -68,11 +71,12 @@ export FHIRSTREAM_BENCH_WARMUP FHIRSTREAM_BENCH_DURATION FHIRSTREAM_BENCH_READ_D
     FHIRSTREAM_BENCH_READ_SET FHIRSTREAM_BENCH_P5_DURATION FHIRSTREAM_BENCH_RAW_EVENTS \
     FHIRSTREAM_BENCH_P4_NEIGHBOUR FHIRSTREAM_BENCH_P4_DURATION
 
-SERVER_PID="" NATS_PID="" PERF_PID="" STORE=""
+SERVER_PID="" NV_PID="" NATS_PID="" PERF_PID="" STORE=""
 cleanup() {
     local rc=$?
     [[ -n "$PERF_PID" ]] && { kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; }
     [[ -n "$SERVER_PID" ]] && stop_pid "$SERVER_PID"
+    [[ -n "$NV_PID" ]] && stop_pid "$NV_PID"
     [[ -n "$NATS_PID" ]] && stop_pid "$NATS_PID"
     if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
         [[ -n "$STORE" ]] && rm -rf "$STORE"
@@ -134,6 +138,20 @@ SERVER_PID=$!
 wait_port "$SERVER_PID" "$HTTP_PORT" server "$TMP_DIR/server.log"
 log "fhirstream on http://127.0.0.1:$HTTP_PORT (pid $SERVER_PID)"
 
+nv_args=()
+if [[ "${BENCH_UNVALIDATED:-1}" != 0 ]]; then
+    # The same stream and read model, without conformance validation and
+    # without a projector of its own: its writes wait for the main one.
+    NV_PORT="$(free_port)"
+    FHIRSTREAM_LOG="${FHIRSTREAM_LOG:-warn}" target/release/fhirstream serve --auth-disabled \
+        --roles command,query --unsafe-skip-conformance --listen "127.0.0.1:$NV_PORT" \
+        --nats-url "$NATS_URL" --database-url "$DATABASE_URL" ${BENCH_SERVER_ARGS:-} >"$TMP_DIR/server-unvalidated.log" 2>&1 &
+    NV_PID=$!
+    wait_port "$NV_PID" "$NV_PORT" server-unvalidated "$TMP_DIR/server-unvalidated.log"
+    nv_args=(--unvalidated-base-url "http://127.0.0.1:$NV_PORT")
+    log "fhirstream without conformance validation on http://127.0.0.1:$NV_PORT (pid $NV_PID)"
+fi
+
 if [[ "${BENCH_PERF:-0}" == 1 ]]; then
     command -v perf >/dev/null || die "BENCH_PERF=1 needs perf (apt-get install linux-perf)"
     perf record -a -g -F 199 -o "$TMP_DIR/perf.data" >"$TMP_DIR/perf-record.log" 2>&1 &
@@ -151,6 +169,7 @@ target/release/fhirstream-bench \
     --server-pid "$SERVER_PID" \
     --nats-pid "$NATS_PID" \
     --server-config "$redacted_server" \
+    "${nv_args[@]}" \
     ${BENCH_ARGS:-} | tee "$TMP_DIR/table.txt"
 
 if [[ -n "$PERF_PID" ]]; then

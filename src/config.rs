@@ -295,6 +295,12 @@ pub struct ServeArgs {
     /// (with `X-Fhirstream-Projection: pending`), in ms.
     #[arg(long, env = "FHIRSTREAM_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 2000)]
     pub read_your_writes_timeout_ms: u64,
+    /// Benchmarks only: skip R4 conformance validation of writes (the
+    /// structure checks stay), so the bench can measure what validation
+    /// costs. What is not valid FHIR can then reach the stream, which is
+    /// immutable: never in production.
+    #[arg(long, env = "FHIRSTREAM_UNSAFE_SKIP_CONFORMANCE", hide = true)]
+    pub unsafe_skip_conformance: bool,
     /// Name of the projector (its consumer, checkpoint and lock).
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_NAME", default_value = "main")]
     pub projector_name: String,

@@ -121,7 +121,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 let unit = unit?;
                 let (to, ids, policy) =
                     if unit.shared { (shared_space, &claims.1, shared_policy) } else { (tenant, &claims.0, policy) };
-                let cx = WriteContext { tenant: to, actor, shared_ids: ids, policy, profiles };
+                let cx = WriteContext { tenant: to, actor, shared_ids: ids, policy, profiles, conformance: true };
                 commit(commands, &cx, unit, chunk, &share, &tally).await;
                 let done = tally.created.load(Ordering::Relaxed) + tally.skipped.load(Ordering::Relaxed);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);

@@ -77,6 +77,12 @@ impl App {
         };
         let metrics = crate::telemetry::metrics_handle();
         metrics::gauge!("fhirstream_auth_disabled").set(if auth.is_disabled() { 1.0 } else { 0.0 });
+        if cfg.unsafe_skip_conformance {
+            tracing::warn!(
+                "R4 conformance validation is OFF (--unsafe-skip-conformance): writes that are not valid FHIR \
+                 can reach the immutable stream; this is for measuring validation's cost only"
+            );
+        }
         let ops = http::Ops {
             nats: nats.clone(),
             js: store.jetstream().clone(),
@@ -100,6 +106,7 @@ impl App {
                 max_resource_bytes: body_limit(cfg.max_body_bytes, nats.server_info().max_payload),
                 max_bundle_entries: cfg.max_bundle_entries,
                 read_your_writes_timeout: cfg.read_your_writes_timeout(),
+                skip_conformance: cfg.unsafe_skip_conformance,
                 body_read_timeout: Duration::from_millis(cfg.limits.body_read_timeout_ms.max(1)),
                 limits: http::limits::RequestLimits::new(
                     cfg.limits.max_url_bytes,

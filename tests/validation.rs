@@ -210,3 +210,13 @@ async fn verify_validate_lists_stored_resources_that_fail_todays_rules_and_only_
     let (code, report) = revalidate(&app, &other).await;
     assert_eq!((code, report["failing"][0]["reference"].as_str()), (1, Some("Patient/old1")), "{report}");
 }
+
+#[tokio::test]
+async fn the_benchmark_switch_skips_conformance_but_not_the_structure_checks() {
+    let app = TestApp::spawn_with(|cfg| cfg.unsafe_skip_conformance = true).await;
+    let t = app.tenant("val").await;
+    let res = app.post(&t, "Patient", &json!({"resourceType":"Patient","gender":"robot"})).await;
+    assert_eq!(res.status().as_u16(), 201, "conformance is off");
+    let res = app.post(&t, "Patient", &json!({"resourceType":"Observation"})).await;
+    outcome(res, 400).await;
+}

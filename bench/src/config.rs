@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// projector's default batch).
     #[arg(long, env = "FHIRSTREAM_BENCH_RAW_BATCH", default_value_t = 1000)]
     pub raw_batch: usize,
+    /// A second server on the same NATS and database started with
+    /// `--unsafe-skip-conformance`: P1 and P2 also run against it, so the
+    /// report shows what validation costs in the same run.
+    #[arg(long, env = "FHIRSTREAM_BENCH_UNVALIDATED_URL")]
+    pub unvalidated_base_url: Option<String>,
     /// Scenarios to run, comma-separated (default: all).
     #[arg(
         long,

@@ -55,7 +55,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     };
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let tenant = |s: &str| format!("bench-{run_id}-{s}");
-    for t in ["warm", "p1", "p2", "p3", "p4", "p5"] {
+    for t in ["warm", "p1", "p2", "p3", "p4", "p5", "p1nv", "p2nv"] {
         fhir.create_tenant(&tenant(t), &format!("fhirstream-bench {t} ({run_id})")).await?;
     }
     let mut r = Results::default();
@@ -85,6 +85,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         say(format!("warm-up: {c} users, {:?}", args.warmup));
         let warm = crud::run(&fhir, &tenant("warm"), c, args.warmup).await;
         say(format!("warm-up done: {} ops, {} errors", warm.ops, warm.errors.total));
+        // First, so that validation runs on the fuller database (the
+        // conservative order for the ratio).
+        if let Some(url) = &args.unvalidated_base_url {
+            say(format!("P1 without conformance validation ({url}): {c} users, {:?}", args.duration));
+            let nv = Fhir::new(url, c)?;
+            let p1 = crud::run(&nv, &tenant("p1nv"), c, args.duration).await;
+            say(format!("P1 unvalidated: {:.0} ops/s, {} errors", p1.ops_per_sec.unwrap_or(0.0), p1.errors.total));
+            r.p1_unvalidated = Some(p1);
+        }
         say(format!("P1 CRUD mix: {c} users, {:?}", args.duration));
         let sampler = args.server_pid.map(|pid| RssSampler::start(pid, Duration::from_millis(250)));
         let p1_tenant = tenant("p1");
@@ -264,6 +273,19 @@ async fn import(args: &BenchArgs, fhir: &Fhir, tenant: &str, pool: &PgPool, r: &
         }
     };
     let n = args.p2_concurrency;
+    if let Some(url) = &args.unvalidated_base_url {
+        say(format!("P2 without conformance validation ({url})"));
+        match Fhir::new(url, n) {
+            Ok(nv) => {
+                let p2 = import::run(&nv, &tenant.replace("-p2", "-p2nv"), bundles.clone(), n).await;
+                say(format!("P2 unvalidated: {:.0} resources/s", p2.resources_per_sec.unwrap_or(0.0)));
+                r.p2_unvalidated = Some(p2);
+            }
+            Err(e) => {
+                r.failures.insert("p2".into(), format!("{e:#}"));
+            }
+        }
+    }
     let total: usize = bundles.iter().map(|b| b.entries).sum();
     say(format!("P2 import: {} bundles, {total} resources, {n} clients", bundles.len()));
     let load = projstat::around(fhir, with_cpu(args, import::run(fhir, tenant, bundles, n)));

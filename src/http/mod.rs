@@ -54,6 +54,8 @@ pub struct HttpSettings {
     pub search: SearchSettings,
     /// Types that may live in the shared space.
     pub shareable: Vec<schemas::ResourceType>,
+    /// Benchmarks only: writes skip R4 conformance validation.
+    pub skip_conformance: bool,
 }
 
 /// Search limits and the key that seals paging cursors.

@@ -98,6 +98,7 @@ pub(super) struct WriteParts<'s> {
     shared_ids: command::SharedIds,
     policy: schemas::validate::ValidationPolicy,
     profiles: Box<dyn command::ProfileSource + 's>,
+    conformance: bool,
 }
 
 impl<'s> WriteParts<'s> {
@@ -108,7 +109,8 @@ impl<'s> WriteParts<'s> {
             Some(q) => Box::new(crate::profiles::ReadModelProfiles::new(q, &t.shared_reads)),
             None => Box::new(command::NoProfiles),
         };
-        Self { shared_ids: t.shared_ids(&state.settings.shareable), policy: t.validation(), profiles }
+        let conformance = !state.settings.skip_conformance;
+        Self { shared_ids: t.shared_ids(&state.settings.shareable), policy: t.validation(), profiles, conformance }
     }
 
     pub(super) fn context<'a>(&'a self, t: &'a super::extract::InTenant, caller: &'a Caller) -> WriteContext<'a> {
@@ -118,6 +120,7 @@ impl<'s> WriteParts<'s> {
             shared_ids: &self.shared_ids,
             policy: &self.policy,
             profiles: &*self.profiles,
+            conformance: self.conformance,
         }
     }
 }

@@ -157,6 +157,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         max_body_bytes: 8 * 1024 * 1024,
         max_bundle_entries: 1000,
         read_your_writes_timeout_ms: 5000,
+        unsafe_skip_conformance: false,
         projector_name: "main".into(),
         projector_batch: 500,
         db_pool_size: 8,

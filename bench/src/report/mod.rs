@@ -64,6 +64,10 @@ pub struct Results {
     pub p5_projector: Option<ProjectorRates>,
     pub p6: Option<ReplayResult>,
     pub v1: Option<crate::scenarios::validation::ValidationResult>,
+    /// P1 against the server that skips conformance validation.
+    pub p1_unvalidated: Option<CrudResult>,
+    /// P2 against the server that skips conformance validation.
+    pub p2_unvalidated: Option<ImportResult>,
     pub raw_publish: Option<PublishResult>,
     /// The same publish at P5's (low) concurrency: the floor of one write.
     pub raw_publish_p5: Option<PublishResult>,

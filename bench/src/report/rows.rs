@@ -194,6 +194,14 @@ pub fn build(r: &Results) -> Vec<Row> {
         Row::new("p6.replay", "P6 replay", "events/s", Unit::PerSec)
             .value(r.p6.as_ref().and_then(|p| p.replay_events_per_sec))
             .against("raw consume, same subjects", r.p6.as_ref().and_then(|p| p.raw_consume_events_per_sec)),
+        Row::new("v1.p1", "V1 validation", "P1 ops/s, validating", Unit::PerSec)
+            .value(p1.and_then(|p| p.ops_per_sec))
+            .against("P1 without validation", r.p1_unvalidated.as_ref().and_then(|p| p.ops_per_sec))
+            .target(Target::RatioAtLeast(0.9)),
+        Row::new("v1.p2", "V1 validation", "P2 resources/s, validating", Unit::PerSec)
+            .value(r.p2.as_ref().and_then(|p| p.resources_per_sec))
+            .against("P2 without validation", r.p2_unvalidated.as_ref().and_then(|p| p.resources_per_sec))
+            .target(Target::RatioAtLeast(0.9)),
         Row::new("v1.mean", "V1 validation", "µs per resource (Synthea mean)", Unit::Us)
             .value(r.v1.as_ref().map(|v| v.mean_us))
             .against("P2 µs per resource", p2_us)
