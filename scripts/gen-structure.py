@@ -8,7 +8,8 @@ What is derived, per type (resources, data types, and every backbone element
 as a type of its own named by its path, e.g. `Patient.contact`):
   elements   JSON key -> {"t": type, "m": 1 if max is "*",
                           "c": choice base name for value[x] variants,
-                          "b": url of a required, enumerable value set}
+                          "b": url of a required, enumerable value set,
+                          "s": 1 if isSummary, "x": 1 if isModifier}
   required   lists of JSON keys of which one must be present (min 1);
              a choice contributes all of its variants as one list
   kind       "resource" | "complex" | "primitive"
@@ -51,6 +52,14 @@ def type_code(t):
 
 def strip_version(url):
     return url.split("|", 1)[0]
+
+
+def flags(entry, e):
+    """The summary and modifier flags `_summary` and `_elements` need."""
+    if e.get("isSummary"):
+        entry["s"] = 1
+    if e.get("isModifier"):
+        entry["x"] = 1
 
 
 sds = [
@@ -112,6 +121,7 @@ for sd in sds:
                     entry["m"] = 1
                 if binding:
                     entry["b"] = binding
+                flags(entry, e)
                 t["elements"][key] = entry
                 keys.append(key)
             if e.get("min", 0) >= 1:
@@ -123,6 +133,7 @@ for sd in sds:
                 entry["m"] = 1
             if binding:
                 entry["b"] = binding
+            flags(entry, e)
             t["elements"][leaf] = entry
             if e.get("min", 0) >= 1:
                 t["required"].append([leaf])

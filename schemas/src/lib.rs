@@ -13,6 +13,7 @@ pub mod scope;
 pub mod search;
 pub mod snapshot;
 pub mod subject;
+pub mod subset;
 pub mod tenant;
 pub mod validate;
 

@@ -64,6 +64,7 @@ pub(super) async fn capability_statement(
         },
         "fhirVersion": config.fhir_version.as_deref().unwrap_or(FHIR_VERSION),
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
             "documentation": DOCUMENTATION,
@@ -75,13 +76,35 @@ pub(super) async fn capability_statement(
     if reads {
         add_bulk_export(&mut statement);
     }
-    Ok(fhir_json(StatusCode::OK, statement.to_string()))
+    let body = statement.to_string();
+    // The statement changes only with the tenant's configuration and the
+    // server's build: a digest of it is a stable ETag, so clients revalidate
+    // with If-None-Match instead of downloading it again.
+    let etag = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        format!("W/\"{:016x}\"", h.finish())
+    };
+    let matches = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut res = if matches {
+        axum::response::IntoResponse::into_response(StatusCode::NOT_MODIFIED)
+    } else {
+        fhir_json(StatusCode::OK, body)
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    Ok(res)
 }
 
 const DOCUMENTATION: &str = "Search supports every R4 search parameter of type string, token, date, reference, \
 number, quantity and uri, with the modifiers :missing, :exact, :contains, :not, :text, :[Type], :below and :above; \
 chains and _has one level deep; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
-_summary (count, text, data, false) and _elements. Not supported: composite and special parameters (each \
+_summary (true, count, text, data, false; also on read) and _elements (mandatory and modifier elements always kept). Not supported: composite and special parameters (each \
 resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
 token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
 match on identifier only.";
@@ -123,6 +146,7 @@ fn resource_entry(rt: ResourceType, allowed: &[ResourceType], interactions: &[Va
         "conditionalCreate": true,
         "conditionalUpdate": true,
         "conditionalDelete": "single",
+        "conditionalRead": "full-support",
         "operation": [{ "name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate" }],
     });
     if !reads {

@@ -12,6 +12,7 @@ mod extract;
 mod history;
 pub mod limits;
 mod metadata;
+mod negotiate;
 mod observe;
 mod openapi;
 mod read;
@@ -191,6 +192,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(negotiate::negotiate))
         // Outside routing and auth, so a hostile URL or header costs no
         // more than this check; inside `track`, so refusals are counted.
         .layer(middleware::from_fn_with_state(state.clone(), limits::bound))

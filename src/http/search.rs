@@ -278,7 +278,7 @@ fn searchset(
         };
         Ok(SearchEntry { full_url, resource, search: EntryMode { mode } })
     };
-    let shaped = req.elements.is_some() || matches!(req.summary, Summary::Text | Summary::Data);
+    let shaped = req.elements.is_some() || matches!(req.summary, Summary::True | Summary::Text | Summary::Data);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
     for h in page.matches {
         entries.push(entry(h, "match", shaped)?);
@@ -293,35 +293,20 @@ fn searchset(
     Ok(SearchSet { resource_type: "Bundle", r#type: "searchset", total: page.total, link: links, entry: entries })
 }
 
-/// Applies `_elements` and `_summary` to a match.
+/// Applies `_elements` and `_summary` to a match (`schemas::subset`).
 fn shape(raw: &str, req: &SearchRequest) -> Result<Value, ApiError> {
+    use schemas::subset::{self, Subset};
     let mut v: Value = serde_json::from_str(raw).map_err(|e| ApiError::Internal(e.into()))?;
-    let keep: Option<Vec<&str>> = match (&req.elements, req.summary) {
-        (Some(names), _) => Some(names.iter().map(String::as_str).collect()),
-        (None, Summary::Text) => Some(vec!["text"]),
-        _ => None,
+    let subset = match (&req.elements, req.summary) {
+        (Some(names), _) => Subset::Elements(names),
+        (None, Summary::True) => Subset::Summary,
+        (None, Summary::Text) => Subset::Text,
+        (None, Summary::Data) => Subset::Data,
+        (None, Summary::False | Summary::Count) => return Ok(v),
     };
-    let Some(obj) = v.as_object_mut() else { return Ok(v) };
-    let mut subsetted = false;
-    if let Some(keep) = keep {
-        let before = obj.len();
-        obj.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(&k.as_str()));
-        subsetted = obj.len() != before;
-    } else if req.summary == Summary::Data {
-        subsetted = obj.remove("text").is_some();
-    }
-    if subsetted {
-        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            let tags = meta.entry("tag").or_insert_with(|| serde_json::json!([]));
-            if let Some(tags) = tags.as_array_mut() {
-                tags.push(serde_json::json!({
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-                    "code": "SUBSETTED",
-                    "display": "subsetted"
-                }));
-            }
-        }
+    let rt = v.get("resourceType").and_then(Value::as_str).and_then(|t| ResourceType::parse(t).ok());
+    if let (Some(rt), Some(map)) = (rt, v.as_object_mut()) {
+        subset::apply(map, rt, &subset);
     }
     Ok(v)
 }

@@ -102,8 +102,8 @@ fn parse_one(req: &mut SearchRequest, key: &str, value: &str, cx: &Context) -> R
                 "false" => Summary::False,
                 "text" => Summary::Text,
                 "data" => Summary::Data,
-                "true" => return Err(invalid("_summary=true is not supported; use _elements")),
-                _ => return Err(invalid(format!("_summary must be count, text, data or false, not '{value}'"))),
+                "true" => Summary::True,
+                _ => return Err(invalid(format!("_summary must be true, count, text, data or false, not '{value}'"))),
             }
         }
         "_elements" => {

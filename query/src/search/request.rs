@@ -161,6 +161,8 @@ pub enum Total {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
     False,
+    /// The summary elements of the base definitions.
+    True,
     Count,
     Text,
     Data,

@@ -1,0 +1,147 @@
+//! REST details real clients rely on: summaries, no silently ignored
+//! query strings on writes, content negotiation, conditional reads and
+//! `Prefer` — each with the neighbouring tenant's view beside it.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use serde_json::{Value, json};
+use support::TestApp;
+
+fn patient() -> Value {
+    json!({"resourceType":"Patient","id":"p1","active":true,"gender":"female","birthDate":"1990-01-01",
+        "name":[{"family":"Summary"}],"communication":[{"language":{"text":"en"}}],
+        "text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann</div>"}})
+}
+
+async fn json_of(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status().as_u16(), status);
+    res.json().await.unwrap()
+}
+
+fn subsetted(v: &Value) -> bool {
+    v["meta"]["tag"].as_array().is_some_and(|t| t.iter().any(|t| t["code"] == "SUBSETTED"))
+}
+
+#[tokio::test]
+async fn summary_true_returns_the_summary_elements_on_read_and_search_and_says_it_is_subsetted() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    assert_eq!(app.put(&t, "Patient/p1", &patient()).await.status().as_u16(), 201);
+    let read = json_of(app.get(&t, "Patient/p1?_summary=true").await, 200).await;
+    assert!(read.get("communication").is_none() && read.get("text").is_none(), "{read}");
+    assert_eq!((read["gender"].as_str(), read["birthDate"].as_str()), (Some("female"), Some("1990-01-01")));
+    assert!(subsetted(&read), "{read}");
+    let bundle = json_of(app.get(&t, "Patient?_summary=true").await, 200).await;
+    let found = &bundle["entry"][0]["resource"];
+    assert!(found.get("communication").is_none() && found["name"][0]["family"] == "Summary", "{found}");
+    assert!(subsetted(found));
+    let text = json_of(app.get(&t, "Patient/p1?_summary=text").await, 200).await;
+    assert!(text.get("text").is_some() && text.get("gender").is_none(), "{text}");
+    let full = json_of(app.get(&t, "Patient/p1").await, 200).await;
+    assert!(full.get("communication").is_some() && !subsetted(&full));
+    let obs = json!({"resourceType":"Observation","status":"final","code":{"text":"x"},"valueString":"v","note":[{"text":"n"}]});
+    assert_eq!(app.post(&t, "Observation", &obs).await.status().as_u16(), 201);
+    let b = json_of(app.get(&t, "Observation?_elements=note").await, 200).await;
+    let o = &b["entry"][0]["resource"];
+    assert_eq!((o["status"].as_str(), o["code"]["text"].as_str()), (Some("final"), Some("x")), "mandatory kept: {o}");
+    assert!(o.get("valueString").is_none() && o.get("note").is_some(), "{o}");
+    assert_eq!(app.get(&t, "Patient/p1?_summary=maybe").await.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_write_with_search_parameters_in_its_url_is_refused_instead_of_ignored() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    let body = json!({"resourceType":"Patient","identifier":[{"system":"s","value":"1"}]});
+    let res = app.authed(app.http.post(app.fhir(&t, "Patient?identifier=s|1"))).json(&body).send().await.unwrap();
+    let o = json_of(res, 400).await;
+    assert!(o["issue"][0]["diagnostics"].as_str().unwrap().contains("If-None-Exist"), "{o}");
+    let res = app.authed(app.http.put(app.fhir(&t, "Patient/p1?active=true"))).json(&patient()).send().await.unwrap();
+    json_of(res, 400).await;
+    assert_eq!(app.stream_count(&format!("fhir.{t}.>")).await, 0);
+    let res = app.authed(app.http.post(app.fhir(&t, "Patient?_format=json"))).json(&body).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 201, "format parameters apply to every interaction");
+}
+
+#[tokio::test]
+async fn xml_and_other_fhir_versions_are_406_not_json() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    let get = |path: &str, accept: &str| {
+        let req = app.authed(app.http.get(app.fhir(&t, path)));
+        if accept.is_empty() { req } else { req.header("accept", accept) }
+    };
+    for (path, accept) in [
+        ("Patient", "application/fhir+xml"),
+        ("Patient?_format=xml", ""),
+        ("Patient?_format=application/fhir+xml", "application/fhir+json"),
+        ("metadata", "application/fhir+xml"),
+        ("Patient", "application/fhir+json; fhirVersion=3.0"),
+    ] {
+        let res = get(path, accept).send().await.unwrap();
+        let o = json_of(res, 406).await;
+        assert_eq!(o["resourceType"], "OperationOutcome", "{path} {accept}");
+    }
+    for (path, accept) in [
+        ("Patient", "application/fhir+json; fhirVersion=4.0"),
+        ("Patient", "application/json"),
+        ("Patient", "text/html,application/xml;q=0.9,*/*;q=0.8"),
+        ("Patient?_format=json", "application/fhir+xml"),
+    ] {
+        assert_eq!(get(path, accept).send().await.unwrap().status().as_u16(), 200, "{path} {accept}");
+    }
+}
+
+#[tokio::test]
+async fn a_conditional_read_answers_304_for_the_current_version_and_never_for_a_neighbours_resource() {
+    let app = TestApp::spawn().await;
+    let (t, other) = (app.tenant("rest").await, app.tenant("other").await);
+    assert_eq!(app.put(&t, "Patient/p1", &patient()).await.status().as_u16(), 201);
+    let read = |tenant: &str, name: &'static str, value: String| {
+        app.authed(app.http.get(app.fhir(tenant, "Patient/p1"))).header(name, value).send()
+    };
+    let res = read(&t, "if-none-match", "W/\"1\"".into()).await.unwrap();
+    assert_eq!(res.status().as_u16(), 304);
+    assert_eq!(res.headers()["etag"], "W/\"1\"");
+    assert_eq!(read(&t, "if-none-match", "W/\"0\"".into()).await.unwrap().status().as_u16(), 200);
+    let future = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(60));
+    assert_eq!(read(&t, "if-modified-since", future.clone()).await.unwrap().status().as_u16(), 304);
+    let past = httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
+    assert_eq!(read(&t, "if-modified-since", past).await.unwrap().status().as_u16(), 200);
+    // The neighbour learns nothing: 404, whatever it claims to hold.
+    assert_eq!(read(&other, "if-none-match", "W/\"1\"".into()).await.unwrap().status().as_u16(), 404);
+    assert_eq!(read(&other, "if-modified-since", future).await.unwrap().status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn prefer_chooses_the_answer_of_a_write_and_says_so() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    let post = |prefer: &'static str| {
+        app.authed(app.http.post(app.fhir(&t, "Patient")))
+            .header("prefer", prefer)
+            .json(&json!({"resourceType":"Patient"}))
+            .send()
+    };
+    let res = post("return=minimal").await.unwrap();
+    assert_eq!(res.headers()["preference-applied"], "return=minimal");
+    assert!(res.text().await.unwrap().is_empty());
+    let res = post("return=representation").await.unwrap();
+    assert_eq!(res.headers()["preference-applied"], "return=representation");
+    assert_eq!(res.json::<Value>().await.unwrap()["resourceType"], "Patient");
+    let res = post("return=OperationOutcome").await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test]
+async fn the_capability_statement_has_an_etag_that_revalidates() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    let res = app.get(&t, "metadata").await;
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let res = app.authed(app.http.get(app.fhir(&t, "metadata"))).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 304);
+}
