@@ -145,3 +145,30 @@ async fn the_capability_statement_has_an_etag_that_revalidates() {
     let res = app.authed(app.http.get(app.fhir(&t, "metadata"))).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 304);
 }
+
+#[tokio::test]
+async fn a_search_inside_a_batch_or_transaction_answers_with_a_searchset_of_the_tenant_only() {
+    let app = TestApp::spawn().await;
+    let (t, other) = (app.tenant("rest").await, app.tenant("other").await);
+    let smith = json!({"resourceType":"Patient","name":[{"family":"Smithers"}]});
+    assert_eq!(app.post(&other, "Patient", &smith).await.status().as_u16(), 201);
+    let tx = json!({"resourceType":"Bundle","type":"transaction","entry":[
+        {"resource": smith, "request": {"method":"POST","url":"Patient"}},
+        {"request": {"method":"GET","url":"Patient?family=Smithers"}}
+    ]});
+    let res = app.authed(app.http.post(app.fhir(&t, ""))).json(&tx).send().await.unwrap();
+    let b = json_of(res, 200).await;
+    let found = &b["entry"][1]["resource"];
+    assert_eq!((found["type"].as_str(), found["total"].as_u64()), (Some("searchset"), Some(1)), "{b}");
+    assert!(found["entry"][0]["fullUrl"].as_str().unwrap().contains(&format!("/fhir/{t}/")), "{found}");
+    let batch = json!({"resourceType":"Bundle","type":"batch","entry":[
+        {"request": {"method":"GET","url":"Patient?family=Smithers"}},
+        {"request": {"method":"GET","url":"Patient?birthdate=not-a-date"}},
+        {"request": {"method":"GET","url":"Patient"}}
+    ]});
+    let res = app.authed(app.http.post(app.fhir(&other, ""))).json(&batch).send().await.unwrap();
+    let b = json_of(res, 200).await;
+    assert_eq!(b["entry"][0]["resource"]["total"], 1, "the other tenant sees only its own: {b}");
+    assert!(b["entry"][1]["response"]["status"].as_str().unwrap().starts_with("400"), "{b}");
+    assert_eq!(b["entry"][2]["resource"]["total"], 1, "{b}");
+}

@@ -99,6 +99,9 @@ pub struct Entry {
     pub if_none_exist: Option<IdentifierCriteria>,
     /// An id already chosen for a POST entry (import), used by [`plan`].
     pub id_hint: Option<ResourceId>,
+    /// A GET entry without an id is a search: its query string (possibly
+    /// empty), answered with a searchset Bundle as the entry's resource.
+    pub search: Option<String>,
 }
 
 impl Entry {
@@ -116,6 +119,7 @@ impl Entry {
             if_match: None,
             if_none_exist: None,
             id_hint: None,
+            search: None,
         }
     }
 }
@@ -200,7 +204,7 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
         (Method::Put | Method::Delete, None, Some(q)) => {
             Some(IdentifierCriteria::parse(q).map_err(|m| entry_err(index, m))?)
         }
-        (Method::Post, None, None) => None,
+        (Method::Post, None, None) | (Method::Get, None, _) => None,
         (Method::Put | Method::Delete | Method::Patch | Method::Get, Some(_), None) => None,
         _ => return Err(entry_err(index, format!("request.url '{url}' does not fit {method:?}"))),
     };
@@ -220,7 +224,8 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
     if matches!(method, Method::Post | Method::Put | Method::Patch) && body.is_none() {
         return Err(entry_err(index, "entry.resource is required for POST, PUT and PATCH"));
     }
-    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist, id_hint: None })
+    let search = (method == Method::Get && id.is_none()).then(|| query.unwrap_or_default().to_owned());
+    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist, id_hint: None, search })
 }
 
 /// A write decided by the planner: the resource's final id and (for POST and

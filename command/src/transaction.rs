@@ -35,6 +35,9 @@ pub enum EntryResult {
     Existing { rt: ResourceType, id: ResourceId, version: Version, resource: Option<Box<RawValue>> },
     /// A GET entry, for the caller to read after the commit is applied.
     Read { rt: ResourceType, id: ResourceId },
+    /// A GET entry without an id: a search, for the caller to run after the
+    /// commit is applied (`query` is its query string).
+    Search { rt: ResourceType, query: String },
 }
 
 /// A failed transaction: which entry, and why.
@@ -154,7 +157,7 @@ impl Commands {
         for p in planned {
             let i = p.entry.index;
             if p.entry.method == Method::Get {
-                reads.push((i, p.entry.rt, p.id));
+                reads.push((i, p.entry.rt, p.id, p.entry.search));
             } else if conditional_create_matched.contains(&i) {
                 matched.push((i, p.entry.rt, p.id));
             } else if !deletes_matching_nothing.contains(&i) {
@@ -293,8 +296,12 @@ impl Commands {
         for i in skipped_deletes.into_iter().chain(deletes_matching_nothing) {
             by_entry.insert(i, EntryResult::Deleted(None));
         }
-        for (i, rt, id) in reads {
-            by_entry.insert(i, EntryResult::Read { rt, id });
+        for (i, rt, id, search) in reads {
+            let result = match search {
+                Some(query) => EntryResult::Search { rt, query },
+                None => EntryResult::Read { rt, id },
+            };
+            by_entry.insert(i, result);
         }
         for (i, rt, id) in matched {
             let last = store

@@ -166,17 +166,49 @@ async fn system_search(
     run(state, t, caller, headers, (types, type_pairs), pairs, "").await
 }
 
+/// A search inside a batch or transaction (`GET Patient?family=x` as an
+/// entry): the same search as the type-level endpoint, its searchset Bundle
+/// returned as the entry's resource.
+pub(super) async fn bundle_entry_search(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    rt: ResourceType,
+    query: &str,
+) -> Result<Value, ApiError> {
+    caller.require(rt, Interaction::Search)?;
+    if !t.state.config.allows(rt.as_str()) {
+        return Err(ApiError::NotFound(format!("resource type {rt} is not enabled for this tenant")));
+    }
+    let pairs = query_pairs(query.as_bytes());
+    let body = searchset_bytes(state, t, caller, false, (vec![rt], Vec::new()), pairs, rt.as_str()).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::Internal(e.into()))
+}
+
 async fn run(
     state: &SharedState,
     t: &InTenant,
     caller: &Caller,
     headers: &HeaderMap,
-    (types, type_pairs): (Vec<ResourceType>, Vec<(String, String)>),
+    types: (Vec<ResourceType>, Vec<(String, String)>),
     pairs: Vec<(String, String)>,
     path: &str,
 ) -> Result<Response, ApiError> {
+    let body = searchset_bytes(state, t, caller, strict(headers), types, pairs, path).await?;
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+async fn searchset_bytes(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    strict: bool,
+    (types, type_pairs): (Vec<ResourceType>, Vec<(String, String)>),
+    pairs: Vec<(String, String)>,
+    path: &str,
+) -> Result<Vec<u8>, ApiError> {
     let base = t.base_url(&state.settings.base_url);
-    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict };
     let mut req = search::parse(types, &pairs, &cx)?;
     req.shared = shared_in_play(&req, &t.shared_reads);
     // `_type` is the scope of a system search, already applied.
@@ -192,8 +224,7 @@ async fn run(
     let page = state.reads(t)?.search(&t.tenant, &req, &opts).await?;
     let url = if path.is_empty() { base.clone() } else { format!("{base}/{path}") };
     let bundle = searchset(&state.settings.base_url, t, caller, &req, page, &url)?;
-    let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(fhir_json(StatusCode::OK, body))
+    serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))
 }
 
 fn link(url: &str, canonical: &[(String, String)], extra: &[(&str, &str)]) -> String {

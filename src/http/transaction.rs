@@ -107,7 +107,7 @@ pub(super) async fn bundle(
             let applied = settle_seq(&state, &headers, outcome.last_seq).await;
             let mut out = Vec::with_capacity(outcome.results.len());
             for result in outcome.results {
-                out.push(entry_json(&state, &t, &base, result, applied).await?);
+                out.push(entry_json(&state, &t, &caller, &base, result, applied).await?);
             }
             (out, outcome.last_seq, "transaction-response")
         }
@@ -130,7 +130,7 @@ pub(super) async fn bundle(
             let applied = settle_seq(&state, &headers, last_seq).await;
             for (_, result) in results {
                 out.push(match result {
-                    Ok(mut o) => entry_json(&state, &t, &base, o.results.remove(0), applied).await?,
+                    Ok(mut o) => entry_json(&state, &t, &caller, &base, o.results.remove(0), applied).await?,
                     Err(e) => error_entry(e),
                 });
             }
@@ -155,6 +155,7 @@ async fn settle_seq(state: &SharedState, headers: &HeaderMap, seq: Option<u64>) 
 async fn entry_json(
     state: &SharedState,
     t: &InTenant,
+    caller: &Caller,
     base: &str,
     result: EntryResult,
     applied: bool,
@@ -208,6 +209,22 @@ async fn entry_json(
                 }
                 Some(ReadResult::Deleted(_)) => error_entry(ApiError::Gone(format!("{rt}/{id} was deleted"))),
                 None => error_entry(ApiError::NotFound(format!("{rt}/{id} is not known"))),
+            }
+        }
+        EntryResult::Search { rt, query } => {
+            if !applied {
+                return Ok(error_entry(ApiError::Unavailable(
+                    "the transaction's writes are not yet searchable".into(),
+                )));
+            }
+            // A failing search fails its entry (batch) like any entry.
+            match super::search::bundle_entry_search(state, t, caller, rt, &query).await {
+                Ok(bundle) => {
+                    let mut e = response("200 OK", None, None);
+                    e["resource"] = bundle;
+                    e
+                }
+                Err(e) => error_entry(e),
             }
         }
     })
@@ -270,7 +287,9 @@ async fn single(
             }
             return Ok(res);
         }
-        EntryResult::Read { .. } => return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read"))),
+        EntryResult::Read { .. } | EntryResult::Search { .. } => {
+            return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read")));
+        }
     };
     let location = format!("{base}/{}/{}/_history/{}", w.resource_type, w.id, w.version);
     let body = w.resource.as_ref().map(|r| r.get().to_owned()).unwrap_or_default();
