@@ -114,9 +114,9 @@ async fn each_bad_request_is_a_4xx_operation_outcome_and_leaves_no_event() {
             405,
         ),
         (
-            "conditional delete on a non-identifier",
+            "conditional delete on an unknown parameter",
             Method::DELETE,
-            format!("{t}/Patient?name=x"),
+            format!("{t}/Patient?nonsense=x"),
             None,
             String::new(),
             400,

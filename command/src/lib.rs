@@ -9,6 +9,7 @@
 pub mod applied;
 pub mod bundle;
 pub mod context;
+pub mod criteria;
 pub mod decide;
 pub mod resources;
 pub mod shared_ids;

@@ -107,7 +107,7 @@ chains and _has one level deep; _include and _revinclude (with :iterate, one lev
 _summary (true, count, text, data, false; also on read) and _elements (mandatory and modifier elements always kept). Not supported: composite and special parameters (each \
 resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
 token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
-match on identifier only.";
+take any supported search criteria; concurrent conditional creates with the same criteria make one resource.";
 
 /// FHIR Bulk Data: `$export` at system level and on Patient.
 fn add_bulk_export(statement: &mut Value) {

@@ -185,6 +185,38 @@ pub(super) async fn bundle_entry_search(
     serde_json::from_slice(&body).map_err(|e| ApiError::Internal(e.into()))
 }
 
+/// The tenant's own live resources of `rt` matching a conditional write's
+/// criteria (at most `limit` ids): the read model's half of the answer, the
+/// criteria claim on the stream being the other. Unknown or unsupported
+/// parameters are errors here, never dropped: a condition that silently
+/// matched everything would update or delete the wrong resource.
+pub(super) async fn matching_ids(
+    state: &SharedState,
+    t: &InTenant,
+    rt: ResourceType,
+    criteria: &[(String, String)],
+    limit: u32,
+) -> Result<Vec<schemas::ResourceId>, ApiError> {
+    let base = t.base_url(&state.settings.base_url);
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: true };
+    let mut req = search::parse(vec![rt], criteria, &cx)?;
+    req.count = Some(limit);
+    req.total = search::Total::None;
+    let s = &state.settings.search;
+    let opts = SearchOptions {
+        default_count: limit,
+        max_count: limit,
+        max_included: 0,
+        key: &s.cursor_key,
+        caller: "conditional",
+    };
+    let page = state.reads(t)?.search(&t.tenant, &req, &opts).await?;
+    page.matches
+        .into_iter()
+        .map(|h| schemas::ResourceId::parse(&h.id).map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored id: {e}"))))
+        .collect()
+}
+
 async fn run(
     state: &SharedState,
     t: &InTenant,

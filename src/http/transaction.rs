@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use command::bundle::{self, BundleError, BundleKind, Entry, IdentifierCriteria, Method};
+use command::bundle::{self, BundleError, BundleKind, Criteria, Entry, Method};
 use command::transaction::{EntryFailure, EntryResult, ReadModelMatches, TxOutcome};
 use query::ReadResult;
 use schemas::event::instant;
@@ -47,14 +47,16 @@ fn entry_failure(f: EntryFailure) -> ApiError {
 /// What the read model knows about each conditional entry's criteria.
 async fn read_model_matches(
     state: &SharedState,
-    tenant: &TenantId,
+    t: &InTenant,
     entries: &[Entry],
 ) -> Result<ReadModelMatches, ApiError> {
     let mut matches = ReadModelMatches::new();
-    let Some(queries) = &state.queries else { return Ok(matches) };
+    if state.queries.is_none() {
+        return Ok(matches);
+    }
     for e in entries {
         if let Some(c) = e.if_none_exist.as_ref().or(e.conditional.as_ref()) {
-            let ids = queries.find_by_identifier(tenant, e.rt, c.system.as_deref(), &c.value, 2).await?;
+            let ids = super::search::matching_ids(state, t, e.rt, c.pairs(), 2).await?;
             matches.insert(e.index, ids);
         }
     }
@@ -78,7 +80,7 @@ async fn run(
             )));
         }
     }
-    let matches = read_model_matches(state, &t.tenant, &entries).await?;
+    let matches = read_model_matches(state, t, &entries).await?;
     let parts = super::write::WriteParts::new(state, t);
     let cx = parts.context(t, caller);
     let commands = state.commands()?;
@@ -241,11 +243,11 @@ fn error_entry(e: ApiError) -> Value {
     })
 }
 
-fn criteria(query: Option<String>) -> Result<IdentifierCriteria, ApiError> {
+fn criteria(query: Option<String>) -> Result<Criteria, ApiError> {
     let q = query
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::MethodNotAllowed("a conditional operation needs search criteria".into()))?;
-    IdentifierCriteria::parse(&q).map_err(|m| ApiError::Invalid(m, None))
+    Criteria::parse(&q).map_err(|m| ApiError::Invalid(m, None))
 }
 
 /// The single-resource answer of a one-entry transaction.
@@ -314,7 +316,7 @@ pub(super) async fn conditional_create(
     if_none_exist: &str,
 ) -> Result<Response, ApiError> {
     let criteria =
-        IdentifierCriteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
+        Criteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
     let resource: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry { body: Some(resource), if_none_exist: Some(criteria), ..Entry::new(Method::Post, target.rt) };
