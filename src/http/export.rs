@@ -15,7 +15,7 @@ use schemas::scope::Interaction;
 use schemas::{ResourceType, TenantId};
 
 use super::auth::Caller;
-use super::extract::{InTenant, TypeTarget};
+use super::extract::{InTenant, InstanceTarget, TypeTarget};
 use super::search::query_pairs;
 use super::{ApiError, SharedState};
 use crate::export::jobs::{ExportJobs, JobError, JobRecord, JobStatus};
@@ -31,7 +31,7 @@ pub(super) async fn system(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    kick_off(&state, &t, &caller, &headers, &uri, false).await
+    kick_off(&state, &t, &caller, &headers, &uri, Level::System).await
 }
 
 /// `GET /fhir/{tenant}/Patient/$export` (no other type level is defined).
@@ -44,11 +44,60 @@ pub(super) async fn type_level(
 ) -> Result<Response, ApiError> {
     if target.rt.as_str() != "Patient" {
         return Err(ApiError::invalid(format!(
-            "$export is defined at system level and for Patient (and Group/[id], not supported), not for {}",
+            "$export is defined at system level, for Patient and for Group/[id], not for {}",
             target.rt
         )));
     }
-    kick_off(&state, &target.t, &caller, &headers, &uri, true).await
+    kick_off(&state, &target.t, &caller, &headers, &uri, Level::Patient(None)).await
+}
+
+/// `GET /fhir/{tenant}/Group/{id}/$export`: the Group's member Patients
+/// and their compartments. The Group is the tenant's own, read like any
+/// resource (a missing or other tenant's Group is a plain 404).
+pub(super) async fn group_level(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    if target.rt.as_str() != "Group" {
+        return Err(ApiError::NotFound("instance-level $export is defined for Group only".into()));
+    }
+    caller.require(target.rt, Interaction::Read)?;
+    let queries = state.reads(&target.t)?;
+    let not_found = || ApiError::NotFound(format!("Group/{} is not known", target.id));
+    let group = match queries.read(&target.t.tenant, target.rt, &target.id).await? {
+        Some(query::ReadResult::Live(v)) => v.resource.ok_or_else(not_found)?,
+        _ => return Err(not_found()),
+    };
+    let members = group_members(&group).map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored Group: {e}")))?;
+    kick_off(&state, &target.t, &caller, &headers, &uri, Level::Patient(Some(members))).await
+}
+
+/// The Patient ids a Group's `member.entity` references name (relative
+/// `Patient/{id}` references; other member types have no compartment).
+fn group_members(group: &str) -> Result<Vec<String>, serde_json::Error> {
+    let group: serde_json::Value = serde_json::from_str(group)?;
+    let mut ids: Vec<String> = group["member"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["entity"]["reference"].as_str())
+        .filter_map(|r| r.strip_prefix("Patient/"))
+        .filter(|id| schemas::ResourceId::parse(id).is_ok())
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// What an export covers.
+enum Level {
+    System,
+    /// Patient level: every Patient, or only a Group's members.
+    Patient(Option<Vec<String>>),
 }
 
 fn jobs(state: &SharedState) -> Result<&std::sync::Arc<ExportJobs>, ApiError> {
@@ -70,8 +119,12 @@ async fn kick_off(
     caller: &Caller,
     headers: &HeaderMap,
     uri: &Uri,
-    patient_level: bool,
+    level: Level,
 ) -> Result<Response, ApiError> {
+    let (patient_level, patients) = match level {
+        Level::System => (false, None),
+        Level::Patient(members) => (true, members),
+    };
     if !prefers(headers, "respond-async") {
         return Err(ApiError::invalid("$export runs asynchronously: send Prefer: respond-async"));
     }
@@ -127,7 +180,7 @@ async fn kick_off(
         return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
     }
     let shared_reads = t.shared_reads.iter().copied().filter(|rt| types.contains(rt)).collect();
-    let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, shared_reads };
+    let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, patients, shared_reads };
     let request = format!("{}{}", state.settings.base_url, uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
     let job = jobs(state)?.start(spec, request).await.map_err(|e| match e {
         JobError::Busy => ApiError::Overloaded(e.to_string()),

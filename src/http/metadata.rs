@@ -115,12 +115,14 @@ fn add_bulk_export(statement: &mut Value) {
     statement["instantiates"] = json!([format!("{IG}/CapabilityStatement/bulk-data")]);
     let rest = &mut statement["rest"][0];
     rest["operation"] = json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/export") }]);
-    if let Some(patient) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == "Patient"))
-    {
-        let export = json!({ "name": "export", "definition": format!("{IG}/OperationDefinition/patient-export") });
-        match patient["operation"].as_array_mut() {
+    for (rt, definition) in [("Patient", "patient-export"), ("Group", "group-export")] {
+        let Some(entry) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == rt)) else {
+            continue;
+        };
+        let export = json!({ "name": "export", "definition": format!("{IG}/OperationDefinition/{definition}") });
+        match entry["operation"].as_array_mut() {
             Some(ops) => ops.push(export),
-            None => patient["operation"] = json!([export]),
+            None => entry["operation"] = json!([export]),
         }
     }
 }

@@ -154,6 +154,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}/{rtype}/_history", get(history::type_history))
         .route("/fhir/{tenant}/{rtype}/$validate", axum::routing::post(validate::type_level))
         .route("/fhir/{tenant}/{rtype}/{id}/$validate", axum::routing::post(validate::instance_level))
+        .route("/fhir/{tenant}/{rtype}/{id}/$export", get(export::group_level))
         .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(
             "/fhir/{tenant}/{rtype}",
