@@ -172,3 +172,25 @@ async fn a_search_inside_a_batch_or_transaction_answers_with_a_searchset_of_the_
     assert!(b["entry"][1]["response"]["status"].as_str().unwrap().starts_with("400"), "{b}");
     assert_eq!(b["entry"][2]["resource"]["total"], 1, "{b}");
 }
+
+#[tokio::test]
+async fn a_parameter_dropped_under_lenient_handling_is_reported_in_an_outcome_entry() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("rest").await;
+    assert_eq!(app.put(&t, "Patient/p1", &patient()).await.status().as_u16(), 201);
+    let b = json_of(app.get(&t, "Patient?nonsense=1&_format=json").await, 200).await;
+    let entries = b["entry"].as_array().unwrap();
+    let outcome = entries.iter().find(|e| e["search"]["mode"] == "outcome").expect("an outcome entry");
+    let text = outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(text.contains("nonsense") && !text.contains("_format"), "{text}");
+    assert_eq!(b["total"], 1, "the outcome is not a match");
+    let b = json_of(app.get(&t, "Patient?_format=json").await, 200).await;
+    assert!(b["entry"].as_array().unwrap().iter().all(|e| e["search"]["mode"] == "match"), "{b}");
+    let res = app
+        .authed(app.http.get(app.fhir(&t, "Patient?_format=json")))
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "_format is never an unknown parameter");
+}

@@ -288,7 +288,8 @@ struct SearchSet {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SearchEntry {
-    full_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_url: Option<String>,
     resource: Box<RawValue>,
     search: EntryMode,
 }
@@ -339,7 +340,7 @@ fn searchset(
             }
             serde_json::value::to_raw_value(&v).map_err(|e| ApiError::Internal(e.into()))?
         };
-        Ok(SearchEntry { full_url, resource, search: EntryMode { mode } })
+        Ok(SearchEntry { full_url: Some(full_url), resource, search: EntryMode { mode } })
     };
     let shaped = req.elements.is_some() || matches!(req.summary, Summary::True | Summary::Text | Summary::Data);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
@@ -352,6 +353,24 @@ fn searchset(
         if readable {
             entries.push(entry(h, "include", false)?);
         }
+    }
+    // Lenient handling drops what it does not support, but says so: a
+    // client must not take an unfiltered result for a filtered one.
+    if !req.ignored.is_empty() {
+        let mut names: Vec<&str> = req.ignored.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "warning",
+            "code": "not-supported",
+            "diagnostics": format!(
+                "these search parameters are unknown or not supported and were ignored: {}; \
+                 send Prefer: handling=strict to have them refused",
+                names.join(", ")
+            ),
+        }]});
+        let resource = serde_json::value::to_raw_value(&outcome).map_err(|e| ApiError::Internal(e.into()))?;
+        entries.push(SearchEntry { full_url: None, resource, search: EntryMode { mode: "outcome" } });
     }
     Ok(SearchSet { resource_type: "Bundle", r#type: "searchset", total: page.total, link: links, entry: entries })
 }

@@ -68,6 +68,8 @@ pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context)
             req.ignored.push(key.clone());
         }
     }
+    // The format parameters apply to every interaction: never unknown.
+    req.ignored.retain(|k| k != "_format" && k != "_pretty");
     if cx.strict && !req.ignored.is_empty() {
         return Err(SearchError::Unknown(req.ignored.clone()));
     }
