@@ -285,7 +285,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FHIRSTREAM_ROLES", value_delimiter = ',', default_value = "command,projector,query")]
     pub roles: Vec<Role>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Most entries accepted in one transaction or batch Bundle (a
     /// transaction is one JetStream atomic batch: at most 1000 by default).

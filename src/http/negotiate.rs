@@ -17,7 +17,10 @@ const FHIR_VERSION: &str = "4.0";
 /// Refuses requests under `/fhir/` whose `_format` or `Accept` no answer
 /// here can satisfy.
 pub(super) async fn negotiate(req: Request, next: Next) -> Response {
-    if req.uri().path().starts_with("/fhir/") {
+    // A Binary is also served in its own content type (`GET Binary/x` with
+    // `Accept: application/pdf`): any Accept may be right there.
+    let binary = req.uri().path().split('/').nth(3) == Some("Binary");
+    if req.uri().path().starts_with("/fhir/") && !binary {
         let format = req.uri().query().and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "_format").map(|(_, v)| v.into_owned())
         });

@@ -118,6 +118,13 @@ fn live(rt: ResourceType, v: Stored, headers: &HeaderMap, subset: Option<&Asked>
         version_headers(res.headers_mut(), v.version, &v.last_updated);
         return Ok(res);
     }
+    if rt.as_str() == "Binary"
+        && let Some(native) = native_binary(headers, v.resource.as_deref())
+    {
+        let mut res = native;
+        version_headers(res.headers_mut(), v.version, &v.last_updated);
+        return Ok(res);
+    }
     let body = match (subset, v.resource) {
         (Some(asked), Some(raw)) => {
             let mut value: serde_json::Value = serde_json::from_str(&raw).map_err(|e| ApiError::Internal(e.into()))?;
@@ -131,6 +138,27 @@ fn live(rt: ResourceType, v: Stored, headers: &HeaderMap, subset: Option<&Asked>
     let mut res = fhir_json(StatusCode::OK, body);
     version_headers(res.headers_mut(), v.version, &v.last_updated);
     Ok(res)
+}
+
+/// A Binary in its own content type, when the client's Accept asks for it
+/// rather than for FHIR JSON (`Accept: application/pdf`, or `*/*` alone is
+/// not enough: FHIR clients send it and expect JSON).
+fn native_binary(headers: &HeaderMap, stored: Option<&str>) -> Option<Response> {
+    use base64::Engine as _;
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?.to_ascii_lowercase();
+    let wants_fhir = accept.split(',').any(|m| {
+        let m = m.split(';').next().unwrap_or_default().trim();
+        m.contains("json") || m.contains("fhir") || m == "*/*"
+    });
+    if wants_fhir {
+        return None;
+    }
+    let binary: serde_json::Value = serde_json::from_str(stored?).ok()?;
+    let content_type = binary["contentType"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(binary["data"].as_str().unwrap_or_default()).ok()?;
+    let mut res = (StatusCode::OK, bytes).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_str(content_type).ok()?);
+    Some(res)
 }
 
 /// Whether the conditional-read headers say the client already has it.

@@ -63,7 +63,8 @@ impl TestNats {
         }
         let store = dir.path().join("jetstream");
         let config = dir.path().join("server.conf");
-        let text = format!("listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\n{body}\n");
+        let text =
+            format!("listen: \"127.0.0.1:{port}\"\nmax_payload: 20MB\njetstream {{ store_dir: {store:?} }}\n{body}\n");
         std::fs::write(&config, text).expect("write the NATS config");
         let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir, config: Some(config) };
         nats.restart();
@@ -88,7 +89,13 @@ impl TestNats {
         let mut command = Command::new(nats_server_bin());
         match &self.config {
             Some(config) => command.arg("-c").arg(config),
-            None => command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.dir.path()),
+            None => {
+                // As scripts/ensure-nats.sh provisions it: 16 MiB resources fit.
+                let limits = self.dir.path().join("limits.conf");
+                std::fs::write(&limits, "max_payload: 20MB\n").expect("write the NATS limits");
+                command.arg("-c").arg(limits);
+                command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.dir.path())
+            }
         };
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start nats-server");
         self.child = Some(child);
@@ -154,7 +161,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         listen: "127.0.0.1:0".parse().expect("listen addr"),
         base_url: None,
         roles: vec![Role::Command, Role::Projector, Role::Query],
-        max_body_bytes: 8 * 1024 * 1024,
+        max_body_bytes: 16 * 1024 * 1024,
         max_bundle_entries: 1000,
         read_your_writes_timeout_ms: 5000,
         unsafe_skip_conformance: false,
