@@ -194,3 +194,24 @@ async fn a_parameter_dropped_under_lenient_handling_is_reported_in_an_outcome_en
         .unwrap();
     assert_eq!(res.status().as_u16(), 200, "_format is never an unknown parameter");
 }
+
+#[tokio::test]
+async fn text_and_content_search_the_narrative_and_the_whole_resource_of_the_tenant_only() {
+    let app = TestApp::spawn().await;
+    let (t, other) = (app.tenant("rest").await, app.tenant("other").await);
+    let annabelle = json!({"resourceType":"Patient","name":[{"family":"Quillfeather"}],
+        "text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Annabelle lives in <b>Springfield</b></div>"}});
+    for tenant in [&t, &other] {
+        assert_eq!(app.post(tenant, "Patient", &annabelle).await.status().as_u16(), 201);
+    }
+    let total = |q: &'static str| {
+        let (app, t) = (&app, t.clone());
+        async move { json_of(app.get(&t, q).await, 200).await["total"].as_u64().unwrap() }
+    };
+    assert_eq!(total("Patient?_text=springfield").await, 1, "one: the neighbour's twin is not ours");
+    assert_eq!(total("Patient?_text=annabelle springfield").await, 1);
+    assert_eq!(total("Patient?_text=quillfeather").await, 0, "the name is not in the narrative");
+    assert_eq!(total("Patient?_content=quillfeather").await, 1, "but it is in the resource");
+    assert_eq!(total("Patient?_text=shelbyville").await, 0);
+    assert_eq!(app.get(&t, "Patient?_text=").await.status().as_u16(), 400);
+}

@@ -103,9 +103,10 @@ pub(super) async fn capability_statement(
 
 const DOCUMENTATION: &str = "Search supports every R4 search parameter of type string, token, date, reference, \
 number, quantity and uri, with the modifiers :missing, :exact, :contains, :not, :text, :[Type], :below and :above; \
-chains and _has one level deep; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
+chains and _has one level deep; _text (narrative) and _content (whole resource) as full-text \
+searches of every word; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
 _summary (true, count, text, data, false; also on read) and _elements (mandatory and modifier elements always kept). Not supported: composite and special parameters (each \
-resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
+resource lists the ones it lacks), _query, _filter, _list, unit conversion of quantities, \
 token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
 take any supported search criteria; concurrent conditional creates with the same criteria make one resource.";
 
@@ -129,11 +130,15 @@ fn add_bulk_export(statement: &mut Value) {
 
 fn common_params() -> Vec<Value> {
     let Some(any) = ResourceType::all().next() else { return Vec::new() };
-    search::params(any)
+    let mut params: Vec<Value> = search::params(any)
         .iter()
         .filter(|p| p.name.starts_with('_'))
         .map(|p| json!({ "name": p.name, "definition": p.url, "type": p.kind.as_str() }))
-        .collect()
+        .collect();
+    // Full text, answered by PostgreSQL rather than the index.
+    params.push(json!({ "name": "_text", "definition": "http://hl7.org/fhir/SearchParameter/DomainResource-text", "type": "string" }));
+    params.push(json!({ "name": "_content", "definition": "http://hl7.org/fhir/SearchParameter/Resource-content", "type": "string" }));
+    params
 }
 
 /// One type's entry: its interactions, parameters, includes and the

@@ -141,6 +141,12 @@ fn parse_one(req: &mut SearchRequest, key: &str, value: &str, cx: &Context) -> R
             let preds = split_or(value).iter().map(|v| date_pred(v, cx)).collect::<Result<Vec<_>, _>>()?;
             req.clauses.push(Clause::LastUpdated(preds));
         }
+        "_text" | "_content" => {
+            if value.trim().is_empty() {
+                return Err(invalid(format!("{key} needs words to search for")));
+            }
+            req.clauses.push(Clause::Text { whole: key == "_content", query: value.to_string() });
+        }
         _ if key.starts_with("_has:") => {
             let Some(clause) = parse_has(&req.types, key, value, cx)? else { return Ok(false) };
             req.clauses.push(clause);
