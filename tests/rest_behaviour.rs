@@ -215,3 +215,29 @@ async fn text_and_content_search_the_narrative_and_the_whole_resource_of_the_ten
     assert_eq!(total("Patient?_text=shelbyville").await, 0);
     assert_eq!(app.get(&t, "Patient?_text=").await.status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn a_chain_two_levels_deep_follows_both_references_inside_the_tenant() {
+    let app = TestApp::spawn().await;
+    let (t, other) = (app.tenant("rest").await, app.tenant("other").await);
+    let org = json!({"resourceType":"Organization","id":"acme","name":"Acme Clinic"});
+    let pat = json!({"resourceType":"Patient","id":"pa","managingOrganization":{"reference":"Organization/acme"}});
+    let obs =
+        json!({"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pa"}});
+    assert_eq!(app.put(&t, "Organization/acme", &org).await.status().as_u16(), 201);
+    assert_eq!(app.put(&t, "Patient/pa", &pat).await.status().as_u16(), 201);
+    assert_eq!(app.post(&t, "Observation", &obs).await.status().as_u16(), 201);
+    // The neighbour has the same ids but its clinic has another name.
+    let other_org = json!({"resourceType":"Organization","id":"acme","name":"Other Clinic"});
+    assert_eq!(app.put(&other, "Organization/acme", &other_org).await.status().as_u16(), 201);
+    assert_eq!(app.put(&other, "Patient/pa", &pat).await.status().as_u16(), 201);
+    assert_eq!(app.post(&other, "Observation", &obs).await.status().as_u16(), 201);
+    let total = |tenant: &str, q: &'static str| {
+        let (app, tenant) = (&app, tenant.to_owned());
+        async move { json_of(app.get(&tenant, q).await, 200).await["total"].as_u64().unwrap() }
+    };
+    assert_eq!(total(&t, "Observation?subject:Patient.organization.name=acme").await, 1);
+    assert_eq!(total(&t, "Observation?subject.organization.name=other").await, 0, "not the neighbour's clinic");
+    assert_eq!(total(&other, "Observation?subject:Patient.organization.name=acme").await, 0);
+    assert_eq!(total(&other, "Observation?subject:Patient.organization.name=other").await, 1);
+}

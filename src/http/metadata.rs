@@ -103,7 +103,7 @@ pub(super) async fn capability_statement(
 
 const DOCUMENTATION: &str = "Search supports every R4 search parameter of type string, token, date, reference, \
 number, quantity and uri, with the modifiers :missing, :exact, :contains, :not, :text, :[Type], :below and :above; \
-chains and _has one level deep; _text (narrative) and _content (whole resource) as full-text \
+chains two levels deep and _has one level deep; _text (narrative) and _content (whole resource) as full-text \
 searches of every word; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
 _summary (true, count, text, data, false; also on read) and _elements (mandatory and modifier elements always kept). Not supported: composite and special parameters (each \
 resource lists the ones it lacks), _query, _filter, _list, unit conversion of quantities, \
