@@ -75,6 +75,9 @@ pub(super) async fn capability_statement(
     if reads {
         add_bulk_export(&mut statement);
     }
+    if let Some(smart) = &state.settings.smart {
+        statement["rest"][0]["security"] = smart.security();
+    }
     Ok(fhir_json(StatusCode::OK, statement.to_string()))
 }
 
