@@ -253,12 +253,14 @@ async fn the_change_feed_refuses_types_the_tenant_disables_or_the_token_cannot_r
     let app = TestApp::spawn_secure().await;
     let t = clinic(&app, "feed").await;
     configure(&app, &t, json!({"allowed_types": ["Patient", "Encounter"]})).await;
+    // Bounded: a feed that wrongly opens would otherwise stream for ever.
+    let feed = |query: &str, bearer: String| {
+        app.http.get(app.fhir(&t, query)).bearer_auth(bearer).timeout(Duration::from_secs(5)).send()
+    };
     let all = token(&[&t], "system/*.*");
-    assert_outcome(get(&app, &app.fhir(&t, "$events?_type=Observation"), &all).await, 403).await;
-    assert_outcome(get(&app, &app.fhir(&t, "$events?_type=Encounter"), &token(&[&t], "system/Patient.rs")).await, 403)
-        .await;
-    assert_outcome(get(&app, &app.fhir(&t, "$events?_type=Patient"), &token(&[&t], "system/Patient.r")).await, 403)
-        .await;
+    assert_outcome(feed("$events?_type=Observation", all).await.unwrap(), 403).await;
+    assert_outcome(feed("$events?_type=Encounter", token(&[&t], "system/Patient.rs")).await.unwrap(), 403).await;
+    assert_outcome(feed("$events?_type=Patient", token(&[&t], "system/Patient.r")).await.unwrap(), 403).await;
 
     let res = get(&app, &app.fhir(&t, "$events?_type=Patient&since=0"), &token(&[&t], "system/Patient.rs")).await;
     assert_eq!(res.status(), 200);
@@ -499,6 +501,18 @@ async fn smart_clients_discover_the_identity_provider_without_a_token() {
     let uris = &security["extension"][0];
     assert_eq!(uris["url"], "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris");
     assert!(uris.to_string().contains("https://idp.example/token"));
+
+    // A real SMART client finds the endpoints (when one is provided:
+    // FHIRSTREAM_TEST_FHIRCLIENT names a Python with fhirclient installed).
+    if let Ok(python) = std::env::var("FHIRSTREAM_TEST_FHIRCLIENT") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/smart_prepare.py");
+        let out = tokio::process::Command::new(python).arg(script).arg(app.fhir(&t, "")).output().await.unwrap();
+        assert!(out.status.success(), "fhirclient: {}", String::from_utf8_lossy(&out.stderr));
+        let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(found["auth"], "FHIROAuth2Auth", "{found}");
+        assert_eq!(found["token"], "https://idp.example/token");
+        assert_eq!(found["authorize"], "https://idp.example/authorize");
+    }
 
     // Unconfigured: no discovery document, and no security element.
     let plain = TestApp::spawn_secure().await;
