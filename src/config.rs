@@ -422,6 +422,20 @@ pub struct AuthArgs {
     /// Required `aud` claim, if set.
     #[arg(long, env = "FHIRSTREAM_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// SMART discovery: the identity provider's authorization endpoint
+    /// (served in `.well-known/smart-configuration` and the
+    /// CapabilityStatement's `rest.security`; fhirstream stays a resource
+    /// server).
+    #[arg(long, env = "FHIRSTREAM_SMART_AUTHORIZE_URL")]
+    pub smart_authorize_url: Option<String>,
+    /// SMART discovery: the identity provider's token endpoint. Discovery is
+    /// served once this is set.
+    #[arg(long, env = "FHIRSTREAM_SMART_TOKEN_URL")]
+    pub smart_token_url: Option<String>,
+    /// SMART discovery: the capabilities to advertise, comma-separated
+    /// (those of the identity provider, e.g. client-confidential-asymmetric).
+    #[arg(long, env = "FHIRSTREAM_SMART_CAPABILITIES", value_delimiter = ',')]
+    pub smart_capabilities: Vec<String>,
 }
 
 impl ServeArgs {

@@ -123,6 +123,7 @@ impl App {
                     },
                 },
                 shareable,
+                smart: http::smart::SmartDiscovery::from_config(&cfg.auth),
             },
             auth,
             tenants,

@@ -472,6 +472,7 @@ async fn an_export_whose_node_died_is_reported_failed_instead_of_running_for_eve
     let then = chrono::Utc::now() - chrono::TimeDelta::seconds(60);
     let record = fhirstream::export::jobs::JobRecord {
         tenant: schemas::TenantId::parse(&t).unwrap(),
+        owner: Some("tester".into()),
         status: fhirstream::export::jobs::JobStatus::InProgress,
         request: app.fhir(&t, "$export"),
         transaction_time: then,

@@ -30,8 +30,9 @@ pub async fn create(
     {
         return Err(CommandError::TenantExists(tenant.to_string()));
     }
-    let expected = last.map_or(0, |(seq, _)| seq);
-    append(store, TenantEvent::new(tenant, TenantEventOp::Created, actor, name, config), expected).await
+    let expected = last.as_ref().map_or(0, |(seq, _)| *seq);
+    let event = TenantEvent::created(tenant, actor, name, config, last.is_some());
+    append(store, event, expected).await
 }
 
 /// Replaces a live tenant's name and configuration.
@@ -42,11 +43,14 @@ pub async fn configure(
     config: TenantConfig,
     actor: Actor,
 ) -> Result<TenantWritten, CommandError> {
-    let seq = match last(store, &tenant).await? {
-        Some((seq, ev)) if ev.op != TenantEventOp::Deleted => seq,
+    let (seq, last) = match last(store, &tenant).await? {
+        Some((seq, ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
-    append(store, TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config), seq).await
+    let mut event = TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config);
+    // Every event names its incarnation, so the last one alone says it.
+    event.incarnation = last.incarnation;
+    append(store, event, seq).await
 }
 
 /// Records a live tenant's deletion. Purging its events and rows is the
@@ -57,7 +61,9 @@ pub async fn delete(store: &EventStore, tenant: TenantId, actor: Actor) -> Resul
         Some((seq, ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
-    append(store, TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config), seq).await
+    let mut event = TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config);
+    event.incarnation = last.incarnation;
+    append(store, event, seq).await
 }
 
 async fn last(store: &EventStore, tenant: &TenantId) -> Result<Option<(u64, TenantEvent)>, CommandError> {

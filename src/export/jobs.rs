@@ -41,6 +41,10 @@ pub enum JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub tenant: TenantId,
+    /// The client (token `sub`) that started the job: the only one it
+    /// answers. Jobs stored before owners were recorded answer nobody.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub status: JobStatus,
     /// The kick-off request's URL.
     pub request: String,
@@ -79,7 +83,7 @@ impl ExportJobs {
     }
 
     /// Starts an export in the background; its id is the status URL's.
-    pub async fn start(self: &Arc<Self>, spec: ExportSpec, request: String) -> Result<Uuid, JobError> {
+    pub async fn start(self: &Arc<Self>, spec: ExportSpec, request: String, owner: String) -> Result<Uuid, JobError> {
         let job = Uuid::new_v4();
         let cancel = CancellationToken::new();
         {
@@ -93,6 +97,7 @@ impl ExportJobs {
         let now = Utc::now();
         let record = JobRecord {
             tenant: spec.tenant.clone(),
+            owner: Some(owner),
             status: JobStatus::InProgress,
             request,
             transaction_time: now,

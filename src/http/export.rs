@@ -1,8 +1,9 @@
 //! FHIR Bulk Data `$export` at system (tenant) and Patient level: async
 //! kick-off (202 + `Content-Location`), status polling, cancellation and
 //! the NDJSON downloads. Status and files answer 404 to a token without
-//! the tenant, exactly as for a job that does not exist, so nothing about
-//! another tenant's exports can be inferred.
+//! the tenant or of another client, exactly as for a job that does not
+//! exist, so nothing about another tenant's or client's exports can be
+//! inferred.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -14,12 +15,13 @@ use uuid::Uuid;
 use schemas::scope::Interaction;
 use schemas::{ResourceType, TenantId};
 
+use super::access::bulk_types;
 use super::auth::Caller;
 use super::extract::{InTenant, InstanceTarget, TypeTarget};
 use super::search::query_pairs;
 use super::{ApiError, SharedState};
+use crate::export::ExportSpec;
 use crate::export::jobs::{ExportJobs, JobError, JobRecord, JobStatus};
-use crate::export::{ExportSpec, candidate_types};
 
 const NDJSON_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
@@ -142,7 +144,6 @@ async fn kick_off(
                     if patient_level && schemas::r4::patient_compartment(rt).is_none() {
                         return Err(ApiError::invalid(format!("_type: {rt} is not in the Patient compartment")));
                     }
-                    caller.require(rt, Interaction::Read)?;
                     if !named.contains(&rt) {
                         named.push(rt);
                     }
@@ -170,19 +171,19 @@ async fn kick_off(
             }
         }
     }
-    let types: Vec<ResourceType> = if named.is_empty() {
-        let readable = |rt: ResourceType| t.state.config.allows(rt.as_str()) && caller.allows(rt, Interaction::Read);
-        candidate_types(readable, patient_level).collect()
-    } else {
-        named
+    // `_type` is intersected with what the token may read in bulk (read
+    // and search: an export enumerates, like a search); nothing left is a
+    // refusal, never an export of everything.
+    let enabled = |rt: ResourceType| {
+        t.state.config.allows(rt.as_str()) && (!patient_level || schemas::r4::patient_compartment(rt).is_some())
     };
-    if types.is_empty() {
-        return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
-    }
+    let bulk_readable =
+        |rt: ResourceType| caller.allows(rt, Interaction::Read) && caller.allows(rt, Interaction::Search);
+    let types = bulk_types(&named, enabled, bulk_readable).map_err(ApiError::Forbidden)?;
     let shared_reads = t.shared_reads.iter().copied().filter(|rt| types.contains(rt)).collect();
     let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, patients, shared_reads };
     let request = format!("{}{}", state.settings.base_url, uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
-    let job = jobs(state)?.start(spec, request).await.map_err(|e| match e {
+    let job = jobs(state)?.start(spec, request, caller.actor.sub.clone()).await.map_err(|e| match e {
         JobError::Busy => ApiError::Overloaded(e.to_string()),
         JobError::Io(e) => ApiError::Internal(e.context("start an export")),
     })?;
@@ -208,7 +209,9 @@ fn parse_instant(raw: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 /// The tenant and job of a status or file URL. A token without the tenant,
-/// an unknown tenant and an unknown job are the same 404.
+/// an unknown tenant, an unknown job and another client's job are the same
+/// 404: a job answers only the client (`sub`) that started it, since its
+/// files hold what that client's scopes allowed, not the caller's.
 async fn job_target(
     state: &SharedState,
     caller: &Caller,
@@ -222,6 +225,9 @@ async fn job_target(
     }
     let job = Uuid::parse_str(job).map_err(|_| missing())?;
     let record = jobs(state)?.status(&tenant, job).await.map_err(ApiError::Internal)?.ok_or_else(missing)?;
+    if record.owner.as_deref() != Some(caller.actor.sub.as_str()) {
+        return Err(missing());
+    }
     Ok((tenant, job, record))
 }
 

@@ -106,10 +106,12 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
             config,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             seq: 0,
+            incarnation: None,
         };
         return Ok((InTenant { tenant, state, shared_reads: Vec::new(), snapshot: None }, params));
     }
     let tenant_state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+    caller.require_incarnation(&tenant_state)?;
     if let Some(limit) = tenant_state.config.max_body_bytes {
         parts.extensions.insert(TenantBodyLimit(limit));
     }

@@ -76,6 +76,9 @@ pub(super) async fn capability_statement(
     if reads {
         add_bulk_export(&mut statement);
     }
+    if let Some(smart) = &state.settings.smart {
+        statement["rest"][0]["security"] = smart.security();
+    }
     let body = statement.to_string();
     // The statement changes only with the tenant's configuration and the
     // server's build: a digest of it is a stable ETag, so clients revalidate

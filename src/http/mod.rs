@@ -2,6 +2,7 @@
 //! and admin APIs. Handlers are thin: they parse, authorize, call the
 //! command or query service, and shape the FHIR response.
 
+mod access;
 mod admin;
 pub mod auth;
 mod bundle;
@@ -19,6 +20,7 @@ mod read;
 pub mod response;
 mod search;
 pub(crate) mod sharing;
+pub mod smart;
 mod transaction;
 mod validate;
 mod write;
@@ -57,6 +59,8 @@ pub struct HttpSettings {
     pub shareable: Vec<schemas::ResourceType>,
     /// Benchmarks only: writes skip R4 conformance validation.
     pub skip_conformance: bool,
+    /// SMART discovery, when the identity provider's endpoints are configured.
+    pub smart: Option<smart::SmartDiscovery>,
 }
 
 /// Search limits and the key that seals paging cursors.
@@ -187,6 +191,7 @@ pub fn router(state: SharedState) -> Router {
         // Public, as FHIR and SMART clients expect; it reveals nothing about
         // a tenant to a caller who cannot prove access to it.
         .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
+        .route("/fhir/{tenant}/.well-known/smart-configuration", get(smart::configuration))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(observe::ready))
         .route("/metrics", get(observe::metrics))

@@ -9,10 +9,12 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use query::search::access::narrow_to_searchable;
 use query::search::{self, Hit, SearchOptions, SearchPage, SearchRequest, Summary};
 use schemas::ResourceType;
 use schemas::scope::Interaction;
 
+use super::access::{SystemTypes, system_search_types};
 use super::auth::Caller;
 use super::extract::{InTenant, LimitedBody, TypeTarget};
 use super::response::fhir_json;
@@ -144,22 +146,21 @@ async fn system_search(
     });
     for v in &type_params {
         for name in v.split(',').filter(|n| !n.is_empty()) {
-            let rt = ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?;
-            caller.require(rt, Interaction::Search)?;
-            named.push(rt);
+            named.push(ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?);
         }
     }
-    let readable = |rt: &ResourceType| t.state.config.allows(rt.as_str()) && caller.allows(*rt, Interaction::Search);
-    let types: Vec<ResourceType> = if named.is_empty() {
-        let all: Vec<ResourceType> = ResourceType::all().filter(readable).collect();
-        if all.is_empty() {
-            return Err(ApiError::Forbidden("the token's scopes allow no search in this tenant".into()));
-        }
-        // Every type readable: no type filter at all.
-        if all.len() == ResourceType::all().count() { Vec::new() } else { all }
-    } else {
-        named.retain(readable);
-        named
+    let decided = system_search_types(
+        &named,
+        |rt| t.state.config.allows(rt.as_str()),
+        |rt| caller.allows(rt, Interaction::Search),
+    )
+    .map_err(ApiError::Forbidden)?;
+    let types: Vec<ResourceType> = match decided {
+        SystemTypes::All => Vec::new(),
+        SystemTypes::Only(types) => types,
+        // Every named type is disabled: nothing can match. An empty list
+        // would mean "every type" to the query side, so answer here.
+        SystemTypes::Nothing => return empty_searchset(state, t, named, &type_params, &pairs, headers),
     };
     // `_type` stays in the links and in what a cursor is bound to.
     let type_pairs = type_params.iter().map(|v| ("_type".to_string(), v.clone())).collect::<Vec<_>>();
@@ -193,6 +194,7 @@ pub(super) async fn bundle_entry_search(
 pub(super) async fn matching_ids(
     state: &SharedState,
     t: &InTenant,
+    caller: &Caller,
     rt: ResourceType,
     criteria: &[(String, String)],
     limit: u32,
@@ -200,6 +202,10 @@ pub(super) async fn matching_ids(
     let base = t.base_url(&state.settings.base_url);
     let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: true };
     let mut req = search::parse(vec![rt], criteria, &cx)?;
+    // A condition that chains or uses `_has` reads those types like a search.
+    narrow_to_searchable(&mut req, &|rt| caller.allows(rt, Interaction::Search)).map_err(|rt| {
+        ApiError::Forbidden(format!("the token's scopes do not allow search of {rt}, which this condition reads"))
+    })?;
     req.count = Some(limit);
     req.total = search::Total::None;
     let s = &state.settings.search;
@@ -242,6 +248,10 @@ async fn searchset_bytes(
     let base = t.base_url(&state.settings.base_url);
     let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict };
     let mut req = search::parse(types, &pairs, &cx)?;
+    // Chains and `_has` read other types: each needs search scope too.
+    narrow_to_searchable(&mut req, &|rt| caller.allows(rt, Interaction::Search)).map_err(|rt| {
+        ApiError::Forbidden(format!("the token's scopes do not allow search of {rt}, which this search reads"))
+    })?;
     req.shared = shared_in_play(&req, &t.shared_reads);
     // `_type` is the scope of a system search, already applied.
     req.canonical.splice(0..0, type_pairs);
@@ -257,6 +267,28 @@ async fn searchset_bytes(
     let url = if path.is_empty() { base.clone() } else { format!("{base}/{path}") };
     let bundle = searchset(&state.settings.base_url, t, caller, &req, page, &url)?;
     serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The answer to a system search that can match nothing: an empty
+/// searchset with a total of 0. The parameters are still parsed, so a
+/// malformed one is the same 400 it would be otherwise.
+fn empty_searchset(
+    state: &SharedState,
+    t: &InTenant,
+    named: Vec<ResourceType>,
+    type_params: &[String],
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let base = t.base_url(&state.settings.base_url);
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
+    let mut req = search::parse(named, pairs, &cx)?;
+    req.canonical.splice(0..0, type_params.iter().map(|v| ("_type".to_string(), v.clone())));
+    let link = serde_json::json!({"relation": "self", "url": link(&base, &req.canonical, &[])});
+    let bundle =
+        SearchSet { resource_type: "Bundle", r#type: "searchset", total: Some(0), link: vec![link], entry: vec![] };
+    let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(fhir_json(StatusCode::OK, body))
 }
 
 fn link(url: &str, canonical: &[(String, String)], extra: &[(&str, &str)]) -> String {

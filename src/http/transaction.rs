@@ -48,6 +48,7 @@ fn entry_failure(f: EntryFailure) -> ApiError {
 async fn read_model_matches(
     state: &SharedState,
     t: &InTenant,
+    caller: &Caller,
     entries: &[Entry],
 ) -> Result<ReadModelMatches, ApiError> {
     let mut matches = ReadModelMatches::new();
@@ -56,7 +57,7 @@ async fn read_model_matches(
     }
     for e in entries {
         if let Some(c) = e.if_none_exist.as_ref().or(e.conditional.as_ref()) {
-            let ids = super::search::matching_ids(state, t, e.rt, c.pairs(), 2).await?;
+            let ids = super::search::matching_ids(state, t, caller, e.rt, c.pairs(), 2).await?;
             matches.insert(e.index, ids);
         }
     }
@@ -73,6 +74,20 @@ async fn run(
 ) -> Result<Result<TxOutcome, EntryFailure>, ApiError> {
     for e in &entries {
         caller.require(e.rt, interaction(e.method))?;
+        // A condition finds resources by content: that is a search, and a
+        // match can answer with the stored resource. Without search or
+        // read scope a create-only token could probe (and read) by it.
+        if (e.if_none_exist.is_some() || e.conditional.is_some())
+            && !caller.allows(e.rt, Interaction::Search)
+            && !caller.allows(e.rt, Interaction::Read)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "entry[{}]: a conditional {} needs search or read scope on {}",
+                e.index,
+                interaction(e.method).name(),
+                e.rt
+            )));
+        }
         if !t.state.config.allows(e.rt.as_str()) {
             return Err(ApiError::NotFound(format!(
                 "entry[{}]: resource type {} is not enabled for this tenant",
@@ -80,7 +95,7 @@ async fn run(
             )));
         }
     }
-    let matches = read_model_matches(state, t, &entries).await?;
+    let matches = read_model_matches(state, t, caller, &entries).await?;
     let parts = super::write::WriteParts::new(state, t);
     let cx = parts.context(t, caller);
     let commands = state.commands()?;
@@ -188,7 +203,8 @@ async fn entry_json(
         EntryResult::Deleted(None) => response("204 No Content", None, None),
         EntryResult::Existing { rt, id, version, resource } => {
             let mut e = response("200 OK", Some((rt.as_str(), &id, version)), None);
-            if let Some(r) = resource {
+            // The match's body only for a token that may read it.
+            if let Some(r) = resource.filter(|_| caller.allows(rt, Interaction::Read)) {
                 e["resource"] = serde_json::from_str(r.get()).unwrap_or(Value::Null);
             }
             e
@@ -253,6 +269,7 @@ fn criteria(query: Option<String>) -> Result<Criteria, ApiError> {
 /// The single-resource answer of a one-entry transaction.
 async fn single(
     state: &SharedState,
+    caller: &Caller,
     headers: &HeaderMap,
     base: &str,
     outcome: TxOutcome,
@@ -278,7 +295,10 @@ async fn single(
             return Ok(res);
         }
         EntryResult::Existing { rt, id, version, resource } => {
-            let body = resource.map(|r| r.get().to_owned()).unwrap_or_default();
+            // A search-only token learns that (and where) a match exists,
+            // as a search would tell it; the body needs read scope.
+            let readable = caller.allows(rt, Interaction::Read);
+            let body = resource.filter(|_| readable).map(|r| r.get().to_owned()).unwrap_or_default();
             let mut res = fhir_json(StatusCode::OK, body);
             res.headers_mut().insert(
                 header::ETAG,
@@ -321,7 +341,7 @@ pub(super) async fn conditional_create(
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry { body: Some(resource), if_none_exist: Some(criteria), ..Entry::new(Method::Post, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `PUT /fhir/{tenant}/{type}?identifier=...`
@@ -345,7 +365,7 @@ pub(super) async fn conditional_update(
         ..Entry::new(Method::Put, target.rt)
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `DELETE /fhir/{tenant}/{type}?identifier=...`
@@ -366,7 +386,7 @@ pub(super) async fn conditional_delete(
 ) -> Result<Response, ApiError> {
     let entry = Entry { conditional: Some(criteria(query)?), ..Entry::new(Method::Delete, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `PATCH /fhir/{tenant}/{type}/{id}` with a JSON Patch document.
@@ -394,5 +414,5 @@ pub(super) async fn patch(
     };
     let t = target.t.clone();
     let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &t.tenant), outcome).await
 }
