@@ -111,32 +111,28 @@ for sd in sds:
             codes = [type_code(x) for x in e.get("type", [])]
             if path == f"{name}.id" and kind == "resource" or path == "Resource.id":
                 codes = ["id"]
+        def entry(code, choice=None):
+            row = {"t": code}
+            if choice:
+                row["c"] = choice
+            if many:
+                row["m"] = 1
+            if binding:
+                row["b"] = binding
+            flags(row, e)
+            return row
+
         if leaf.endswith("[x]"):
             base = leaf[:-3]
-            keys = []
-            for c in codes:
-                key = base + c[0].upper() + c[1:]
-                entry = {"t": c, "c": base}
-                if many:
-                    entry["m"] = 1
-                if binding:
-                    entry["b"] = binding
-                flags(entry, e)
-                t["elements"][key] = entry
-                keys.append(key)
-            if e.get("min", 0) >= 1:
-                t["required"].append(keys)
+            keys = [base + c[0].upper() + c[1:] for c in codes]
+            for key, c in zip(keys, codes):
+                t["elements"][key] = entry(c, base)
         else:
             assert len(codes) == 1, (path, codes)
-            entry = {"t": codes[0]}
-            if many:
-                entry["m"] = 1
-            if binding:
-                entry["b"] = binding
-            flags(entry, e)
-            t["elements"][leaf] = entry
-            if e.get("min", 0) >= 1:
-                t["required"].append([leaf])
+            keys = [leaf]
+            t["elements"][leaf] = entry(codes[0])
+        if e.get("min", 0) >= 1:
+            t["required"].append(keys)
         if binding:
             bindings.add(binding)
 

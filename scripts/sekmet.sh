@@ -16,12 +16,8 @@ cd "$FHIRSTREAM_ROOT"
 PIN="${FHIRSTREAM_SEKMET_VERSION:-0.1.1}"
 URL="${FHIRSTREAM_URL:-http://127.0.0.1:8080}"
 TENANT="${SEKMET_TENANT:-sekmet}"
+pip_venv sekmet "sekmet-fhir==$PIN"
 VENV="$LOCAL_DIR/sekmet"
-if ! [[ -x "$VENV/bin/sekmet" ]]; then
-    log "installing sekmet-fhir $PIN (PyPI) into .local/sekmet ..."
-    python3 -m venv "$VENV"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet "sekmet-fhir==$PIN"
-fi
 TOKEN="$(cargo run --quiet --release -- token --tenant '*' --scope 'system/*.* fhirstream/admin')"
 curl -sf -o /dev/null -X POST "$URL/admin/tenants" -H "authorization: Bearer $TOKEN" \
     -H 'content-type: application/json' -d "{\"id\":\"$TENANT\"}" || log "tenant $TENANT exists (or could not be created)"
