@@ -274,3 +274,29 @@ async fn a_tenant_enforcing_r4_vitalsigns_accepts_a_synthea_vital_sign_and_refus
     let o: Value = res.json().await.unwrap();
     assert!(o.to_string().contains("VSCat"), "the missing slice is named: {o}");
 }
+
+#[tokio::test]
+async fn validate_checks_a_visible_profile_on_request_and_the_tenants_own_rules_always() {
+    let app = TestApp::spawn().await;
+    let (t, other) = (app.tenant("valprof").await, app.tenant("valother").await);
+    assert_eq!(app.put(&t, "StructureDefinition/pbd", &birthdate_profile("pbd")).await.status().as_u16(), 201);
+    let validate = |tenant: &str, query: &str| {
+        app.authed(app.http.post(app.fhir(tenant, &format!("Patient/$validate{query}")))).json(&no_birthdate()).send()
+    };
+    let o: Value = validate(&t, "").await.unwrap().json().await.unwrap();
+    assert_eq!(o["issue"][0]["severity"], "information", "no profile asked, none enforced: {o}");
+    let res = validate(&t, &format!("?profile={URL}")).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let o: Value = res.json().await.unwrap();
+    assert_eq!(
+        (o["issue"][0]["severity"].as_str(), o["issue"][0]["expression"][0].as_str()),
+        (Some("error"), Some("Patient.birthDate"))
+    );
+    // The neighbour cannot validate against a profile it cannot see.
+    assert_eq!(validate(&other, &format!("?profile={URL}")).await.unwrap().status().as_u16(), 400);
+    // Once enforced, the tenant's own $validate reports it unasked.
+    configure(&app, &t, json!({"validation": {"profiles": {"Patient": [URL]}}})).await;
+    let o: Value = validate(&t, "").await.unwrap().json().await.unwrap();
+    assert_eq!(o["issue"][0]["expression"][0], "Patient.birthDate", "{o}");
+    assert_eq!(app.stream_count(&format!("fhir.{t}.Patient.*")).await, 0, "$validate writes nothing");
+}

@@ -1,5 +1,6 @@
 //! `$validate` at type and instance level: the write path's validation,
-//! answered as an OperationOutcome, writing nothing.
+//! with the tenant's rules and any profile it can see, answered as an
+//! OperationOutcome, writing nothing.
 //!
 //! The body is the resource itself or a `Parameters` resource with
 //! `resource`, `mode` and `profile`; `mode` and `profile` may also come in
@@ -13,12 +14,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use schemas::scope::Interaction;
-use schemas::validate::{Expect, ValidationError, check_resource};
+use schemas::validate::{Expect, ValidationError, check_resource_with};
 use schemas::{IssueCode, OperationOutcome, ResourceId, ResourceType};
 
 use super::auth::Caller;
-use super::extract::{FhirBody, InstanceTarget, TypeTarget};
+use super::extract::{FhirBody, InTenant, InstanceTarget, TypeTarget};
 use super::response::fhir_json;
+use super::write::WriteParts;
 use super::{ApiError, SharedState};
 
 /// `mode` and `profile` from the query string.
@@ -57,27 +59,27 @@ impl Mode {
 /// `POST /fhir/{tenant}/{type}/$validate`
 #[utoipa::path(post, path = "/fhir/{tenant}/{rtype}/$validate", tag = "FHIR", operation_id = "validate_type", params(super::openapi::TypePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses((status = 200, description = "An OperationOutcome: the issues found, or one information issue")))]
 pub(super) async fn type_level(
-    State(_state): State<SharedState>,
+    State(state): State<SharedState>,
     target: TypeTarget,
     caller: Caller,
     Query(q): Query<ValidateQuery>,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     require_any(&caller, target.rt)?;
-    validate(target.rt, None, q, &body)
+    validate(&state, &target.t, &caller, target.rt, None, q, &body).await
 }
 
 /// `POST /fhir/{tenant}/{type}/{id}/$validate`
 #[utoipa::path(post, path = "/fhir/{tenant}/{rtype}/{id}/$validate", tag = "FHIR", operation_id = "validate_instance", params(super::openapi::InstancePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses((status = 200, description = "An OperationOutcome: the issues found, or one information issue")))]
 pub(super) async fn instance_level(
-    State(_state): State<SharedState>,
+    State(state): State<SharedState>,
     target: InstanceTarget,
     caller: Caller,
     Query(q): Query<ValidateQuery>,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     require_any(&caller, target.rt)?;
-    validate(target.rt, Some(&target.id), q, &body)
+    validate(&state, &target.t, &caller, target.rt, Some(&target.id), q, &body).await
 }
 
 /// Any interaction on the type: validating reveals nothing stored, so a
@@ -90,20 +92,24 @@ fn require_any(caller: &Caller, rt: ResourceType) -> Result<(), ApiError> {
     }
 }
 
-fn validate(rt: ResourceType, id: Option<&ResourceId>, q: ValidateQuery, body: &[u8]) -> Result<Response, ApiError> {
+/// Validates as a write of this tenant would be: its strictness, its
+/// enforced profiles, the profiles the resource claims, and the `profile`
+/// asked for (any profile the tenant can see, or the base definition).
+async fn validate(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    rt: ResourceType,
+    id: Option<&ResourceId>,
+    q: ValidateQuery,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let (resource, mode, profile) = unwrap_parameters(value, q)?;
     let mode = Mode::parse(mode.as_deref())?;
-    if let Some(profile) = &profile {
-        let base = format!("http://hl7.org/fhir/StructureDefinition/{rt}");
-        if profile.split('|').next() != Some(base.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "profile '{}' is not known here; only the base definition {base} is",
-                profile.chars().take(200).collect::<String>()
-            )));
-        }
-    }
+    let base = format!("http://hl7.org/fhir/StructureDefinition/{rt}");
+    let profile = profile.map(|p| p.split('|').next().unwrap_or_default().to_owned()).filter(|p| *p != base);
     let outcome = match (mode, resource) {
         (Mode::Delete, _) => OperationOutcome::information("the resource may be deleted"),
         (_, None) => return Err(ApiError::invalid("$validate needs a resource to validate")),
@@ -115,8 +121,22 @@ fn validate(rt: ResourceType, id: Option<&ResourceId>, q: ValidateQuery, body: &
                 }
                 _ => Expect::Create(rt),
             };
-            match check_resource(resource, expect) {
-                Ok(_) => OperationOutcome::from_issues(&[]),
+            let parts = WriteParts::new(state, t);
+            let cx = parts.context(t, caller);
+            let empty = serde_json::Map::new();
+            let mut rules = cx.rules([(rt, resource.as_object().unwrap_or(&empty))]).await?;
+            if let Some(url) = &profile {
+                let asked = cx.profiles.profiles(&t.tenant, std::slice::from_ref(url)).await?;
+                let Some(p) = asked.into_iter().find(|p| p.resource_type == rt.as_str()) else {
+                    return Err(ApiError::invalid(format!(
+                        "profile '{}' is not a {rt} profile this tenant can see (stored in the tenant or the shared space)",
+                        url.chars().take(200).collect::<String>()
+                    )));
+                };
+                rules.enforced.entry(rt).or_default().push(p);
+            }
+            match check_resource_with(resource, expect, &rules) {
+                Ok(checked) => OperationOutcome::from_issues(&checked.warnings),
                 Err(ValidationError::NonConformant(issues)) => OperationOutcome::from_issues(&issues),
                 Err(e) => {
                     let outcome = OperationOutcome::error(IssueCode::Invalid, e.to_string());
