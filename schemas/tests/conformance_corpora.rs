@@ -245,3 +245,14 @@ fn issues_are_capped_so_a_huge_bad_resource_gets_a_bounded_answer() {
     let issues = conformance(body.as_object().expect("object"), rt, Strictness::Strict);
     assert_eq!(issues.len(), 100);
 }
+
+#[test]
+fn a_primitive_array_may_hold_nulls_only_beside_its_extension_array() {
+    let rt = ResourceType::parse("Patient").expect("type");
+    let with = json!({"resourceType":"Patient","name":[{"given":["Ann",null],
+        "_given":[null,{"extension":[{"url":"http://x","valueString":"y"}]}]}]});
+    assert_eq!(conformance(with.as_object().expect("object"), rt, Strictness::Strict), vec![]);
+    let without = json!({"resourceType":"Patient","name":[{"given":["Ann",null]}]});
+    let issues = conformance(without.as_object().expect("object"), rt, Strictness::Strict);
+    assert!(issues.iter().any(|i| i.expression == "Patient.name[0].given[1]"), "{issues:#?}");
+}

@@ -96,7 +96,7 @@ impl<'a> Walker<'a> {
                 }
                 choices |= 1 << group;
             }
-            self.element(elem, value, map.contains_key(&format!("_{key}")[..]));
+            self.element(elem, value, map, key);
             self.path.pop();
         }
         for group in &def.required {
@@ -179,12 +179,15 @@ impl<'a> Walker<'a> {
         self.path.pop();
     }
 
-    fn element(&mut self, elem: &'a Element, v: &'a Value, has_ext: bool) {
+    /// One element's value(s); `map` and `key` say where it sits, for the
+    /// `_key` sibling that lets a primitive array hold nulls.
+    fn element(&mut self, elem: &'a Element, v: &'a Value, map: &Map<String, Value>, key: &str) {
         match (elem.many, v) {
             (true, Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     self.path.push(Seg::Index(i));
-                    if !(item.is_null() && has_ext) {
+                    // Looked up only for a null item: no allocation otherwise.
+                    if !(item.is_null() && map.contains_key(&format!("_{key}"))) {
                         self.single(elem, item);
                     }
                     self.path.pop();
