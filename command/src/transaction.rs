@@ -16,10 +16,10 @@ use schemas::{Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId
 
 use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
 use crate::context::WriteContext;
-use crate::decide::{Current, Intent, decide};
+use crate::decide::{Current, Intent, decide_after};
 use crate::resources::{current_of, op_str, stamp};
 use crate::shared_ids::claim_for_create;
-use crate::store::{BatchMessage, EventStore, OP_HEADER, VERSION_HEADER};
+use crate::store::{BatchMessage, EventStore, OP_HEADER, SubjectTail, VERSION_HEADER};
 use crate::{CommandError, Commands, Written};
 
 /// What happened to one entry.
@@ -164,9 +164,12 @@ impl Commands {
         let currents = try_join_all(writes.iter().map(|p| async {
             let subject = resource_subject(tenant, p.entry.rt, &p.id);
             let needs_read = p.entry.method != Method::Post;
-            let last =
-                if needs_read { store.last_resource_event(&subject).await.map_err(fail(p.entry.index))? } else { None };
-            Ok::<_, EntryFailure>(last)
+            let tail = if needs_read {
+                store.resource_tail(&subject).await.map_err(fail(p.entry.index))?
+            } else {
+                SubjectTail::default()
+            };
+            Ok::<_, EntryFailure>(tail)
         }))
         .await?;
 
@@ -174,14 +177,15 @@ impl Commands {
         //    any event is built; deletes of nothing append no event.
         let mut decided = Vec::with_capacity(writes.len());
         let mut skipped_deletes = Vec::new();
-        for (p, last) in writes.into_iter().zip(currents) {
+        for (p, tail) in writes.into_iter().zip(currents) {
             let i = p.entry.index;
+            let last = tail.last;
             let current = last.as_ref().map(current_of).transpose().map_err(fail(i))?;
             let intent = match p.entry.method {
                 Method::Delete => Intent::Delete { if_match: p.entry.if_match },
                 _ => Intent::Put { if_match: p.entry.if_match },
             };
-            match decide(current, intent).map_err(fail(i))? {
+            match decide_after(tail.seq, current, intent).map_err(fail(i))? {
                 Some(decision) => decided.push((p, current, last, decision)),
                 None => skipped_deletes.push(i),
             }
@@ -333,7 +337,7 @@ async fn resolve(
     let mut claim = None;
     if let Some(system) = &criteria.system {
         let subject = identifier_claim_subject(tenant, e.rt, system, &criteria.value);
-        let last = store.last_resource_event(&subject).await.map_err(fail(e.index))?;
+        let last = store.last_claim(&subject).await.map_err(fail(e.index))?;
         let last_seq = last.as_ref().map(|l| l.seq);
         if let Some(last) = last {
             let claimed = serde_json::from_slice::<Value>(&last.payload)

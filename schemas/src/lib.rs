@@ -6,6 +6,7 @@
 //! the versioned wire format of the stream. Nothing here does I/O.
 
 pub mod event;
+pub mod genuine;
 pub mod outcome;
 pub mod r4;
 pub mod resource;

@@ -17,8 +17,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt as _;
 
 use schemas::ResourceType;
+use schemas::genuine::{genuine_resource_event, op_name};
 use schemas::scope::Interaction;
-use schemas::subject::parse_resource_subject;
 
 use super::auth::Caller;
 use super::extract::InTenant;
@@ -108,21 +108,26 @@ pub(super) async fn feed(
         .take_while(|m| std::future::ready(m.is_ok()))
         .filter_map(move |m| {
             let event = m.ok().and_then(|msg| {
-                let addr = parse_resource_subject(&msg.subject).ok()?;
+                let seq = msg.info().ok()?.stream_sequence;
+                let header = |n: &str| msg.headers.as_ref().and_then(|h| h.get(n)).map(|v| v.as_str());
+                // Only fhirstream's own events reach a client: anything else
+                // placed on the tenant's subjects is skipped and counted.
+                let event = match genuine_resource_event(&msg.subject, header, &msg.payload) {
+                    Ok(event) => event,
+                    Err(why) => {
+                        tracing::warn!(reader = "feed", subject = %msg.subject, seq, why = %why,
+                            "message that is not a genuine fhirstream event skipped");
+                        metrics::counter!("fhirstream_stream_messages_skipped_total",
+                            "reader" => "feed", "reason" => why.reason())
+                        .increment(1);
+                        return None;
+                    }
+                };
                 // Defence in depth: the filter already pins the tenant.
-                if addr.tenant != tenant || !readable.contains(&addr.resource_type) {
+                if event.tenant != tenant || !readable.contains(&event.resource_type) {
                     return None;
                 }
-                let seq = msg.info().ok()?.stream_sequence;
-                let op = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Fhirstream-Op"))
-                    .map(|v| v.as_str())
-                    // The event name is one line; anything unexpected is named generically.
-                    .filter(|op| matches!(*op, "create" | "update" | "delete"))
-                    .unwrap_or("event")
-                    .to_owned();
+                let op = op_name(event.op);
                 let data = std::str::from_utf8(&msg.payload).ok()?.to_owned();
                 Some(Ok::<_, Infallible>(Event::default().id(seq.to_string()).event(op).data(data)))
             });
