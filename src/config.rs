@@ -387,6 +387,29 @@ pub struct LimitArgs {
     /// batch, beside `--projector-batch` events (at least one event always).
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub projector_batch_bytes: usize,
+    /// Atomic batches (transactions, shareable-type and conditional
+    /// creates) this process keeps open at once (JetStream allows about 50
+    /// per stream, shared by every node).
+    #[arg(long, env = "FHIRSTREAM_MAX_OPEN_BATCHES", default_value_t = 24)]
+    pub max_open_batches: usize,
+    /// Atomic batches one tenant keeps open at once on this process, so one
+    /// tenant's transactions cannot take every slot.
+    #[arg(long, env = "FHIRSTREAM_TENANT_OPEN_BATCHES", default_value_t = 8)]
+    pub tenant_open_batches: usize,
+    /// Longest wait for a batch slot, in ms; then 503 with `Retry-After`.
+    #[arg(long, env = "FHIRSTREAM_BATCH_SLOT_WAIT_MS", default_value_t = 2000)]
+    pub batch_slot_wait_ms: u64,
+}
+
+impl LimitArgs {
+    /// How atomic batches are shared between tenants.
+    pub fn batch_limits(&self) -> command::BatchLimits {
+        command::BatchLimits {
+            global: self.max_open_batches,
+            per_tenant: self.tenant_open_batches,
+            wait: Duration::from_millis(self.batch_slot_wait_ms),
+        }
+    }
 }
 
 impl Default for LimitArgs {
@@ -399,6 +422,9 @@ impl Default for LimitArgs {
             header_read_timeout_ms: 10_000,
             max_connections: 4096,
             projector_batch_bytes: 16 * 1024 * 1024,
+            max_open_batches: 24,
+            tenant_open_batches: 8,
+            batch_slot_wait_ms: 2000,
         }
     }
 }

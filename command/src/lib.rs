@@ -7,6 +7,7 @@
 //! crate never touches the read models.
 
 pub mod applied;
+pub mod batch_slots;
 pub mod bundle;
 pub mod context;
 pub mod decide;
@@ -17,6 +18,7 @@ pub mod tenants;
 pub mod transaction;
 
 pub use applied::AppliedWatch;
+pub use batch_slots::BatchLimits;
 pub use context::{NoProfiles, ProfileSource, WriteContext};
 pub use resources::{Commands, Written};
 pub use shared_ids::SharedIds;

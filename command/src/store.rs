@@ -19,6 +19,7 @@ use schemas::genuine::{NotGenuine, genuine_resource_event, genuine_tenant_event}
 use schemas::subject::{RESOURCE_SUBJECTS, TENANT_SUBJECTS};
 
 use crate::CommandError;
+use crate::batch_slots::{BatchLimits, BatchSlots};
 
 pub use schemas::genuine::{OP_HEADER, VERSION_HEADER};
 
@@ -71,14 +72,11 @@ pub struct EventStore {
     ack_timeout: Duration,
     resources: jetstream::stream::Stream,
     tenants: jetstream::stream::Stream,
-    /// Atomic batches this process has open at once: JetStream refuses
-    /// more than a few dozen per stream (429, "too many inflight").
-    batch_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Atomic batches this process has open at once, shared fairly between
+    /// tenants: JetStream refuses more than a few dozen per stream (429,
+    /// "too many inflight").
+    batch_slots: std::sync::Arc<BatchSlots>,
 }
-
-/// Atomic batches one process opens at once (the server's default limit
-/// per stream is 50; other nodes may write too).
-const BATCH_SLOTS: usize = 24;
 /// How often a batch the server turned away as too many in flight is tried
 /// again before the write is reported unavailable (503).
 const BATCH_START_RETRIES: u32 = 6;
@@ -117,8 +115,14 @@ impl EventStore {
             .with_context(|| format!("create or update the tenant stream {}", names.tenants))?;
         let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
         let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
-        let batch_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(BATCH_SLOTS));
+        let batch_slots = BatchSlots::new(BatchLimits::default());
         Ok(Self { js, ack_timeout, resources, tenants, batch_slots })
+    }
+
+    /// The same store with other shares of atomic batches.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_slots = BatchSlots::new(limits);
+        self
     }
 
     /// The JetStream context, for callers that need more than this API.
@@ -289,7 +293,18 @@ impl EventStore {
             return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
         }
         self.require_connected()?;
-        let _slot = self.batch_slots.acquire().await.map_err(|e| CommandError::Internal(e.into()))?;
+        // Every message is size-checked before the batch opens: a message
+        // refused half-way would leave the batch open on the server until
+        // its timeout, holding one of the stream's few batch slots.
+        let max = self.js.client().server_info().max_payload;
+        if let Some(m) = msgs.iter().find(|m| message_size(m) > max) {
+            return Err(CommandError::TooLarge(format!(
+                "an event of {} bytes exceeds the event stream's message size limit ({max} bytes)",
+                message_size(m)
+            )));
+        }
+        let tenant = msgs.iter().find_map(|m| tenant_of(&m.subject));
+        let _slot = self.batch_slots.take(tenant.as_ref()).await?;
         let client = self.js.client();
         let started = std::time::Instant::now();
         let mut last_ack = None;
@@ -347,6 +362,20 @@ impl EventStore {
         // A committed batch occupies consecutive sequences ending at the ack.
         Ok((0..n as u64).map(|k| last + 1 + k - n as u64).collect())
     }
+}
+
+/// The bytes a batch message occupies against NATS's payload limit: its
+/// payload and headers, with room for the batch headers added when sent.
+fn message_size(m: &BatchMessage) -> usize {
+    let headers: usize = m.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    m.payload.len() + headers + m.subject.len() + 256
+}
+
+/// The tenant whose share a batch message counts against (`None` for the
+/// shared id-claim space `fhir._ids`, which is no tenant's).
+fn tenant_of(subject: &str) -> Option<schemas::TenantId> {
+    let token = subject.strip_prefix("fhir.")?.split('.').next()?;
+    schemas::TenantId::parse(token).ok()
 }
 
 /// Most events JetStream accepts in one atomic batch (server default).
