@@ -399,6 +399,21 @@ pub struct LimitArgs {
     /// Longest wait for a batch slot, in ms; then 503 with `Retry-After`.
     #[arg(long, env = "FHIRSTREAM_BATCH_SLOT_WAIT_MS", default_value_t = 2000)]
     pub batch_slot_wait_ms: u64,
+    /// Requests one tenant has in flight on this node; more are 429 with
+    /// `Retry-After` (0: no per-tenant cap).
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub tenant_max_concurrent_requests: usize,
+    /// Change feeds (`$events`) one tenant keeps open on this node (of 512).
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_FEEDS", default_value_t = 64)]
+    pub tenant_max_feeds: usize,
+    /// `$export` jobs one tenant runs at once on this node (of 4).
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_EXPORTS", default_value_t = 1)]
+    pub tenant_max_exports: usize,
+    /// Statement timeout of every read-model query (reads, history and
+    /// `_at`, conditional lookups, search and includes, export), in ms, so
+    /// no request can hold a reader connection longer.
+    #[arg(long, env = "FHIRSTREAM_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub read_timeout_ms: u64,
 }
 
 impl LimitArgs {
@@ -425,6 +440,10 @@ impl Default for LimitArgs {
             max_open_batches: 24,
             tenant_open_batches: 8,
             batch_slot_wait_ms: 2000,
+            tenant_max_concurrent_requests: 256,
+            tenant_max_feeds: 64,
+            tenant_max_exports: 1,
+            read_timeout_ms: 30_000,
         }
     }
 }

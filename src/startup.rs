@@ -60,9 +60,13 @@ impl App {
         };
         let queries = match cfg.has(Role::Query) {
             true => Some(
-                Queries::connect(&cfg.conn.database_url, cfg.db_pool_size)
-                    .await
-                    .context("connect the query side to PostgreSQL as fhirstream_reader")?,
+                Queries::connect_with(
+                    &cfg.conn.database_url,
+                    cfg.db_pool_size,
+                    Duration::from_millis(cfg.limits.read_timeout_ms.max(1)),
+                )
+                .await
+                .context("connect the query side to PostgreSQL as fhirstream_reader")?,
             ),
             false => None,
         };
@@ -112,7 +116,8 @@ impl App {
                     cfg.limits.max_url_bytes,
                     cfg.limits.max_header_bytes,
                     cfg.limits.max_concurrent_requests,
-                ),
+                )
+                .with_tenant_shares(cfg.limits.tenant_max_concurrent_requests, cfg.limits.tenant_max_feeds),
                 search: SearchSettings {
                     default_count: cfg.search.search_default_count.max(1),
                     max_count: cfg.search.search_max_count.max(1),
@@ -129,7 +134,9 @@ impl App {
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
             shutdown: shutdown.clone(),
-            exports: queries.clone().map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q)),
+            exports: queries
+                .clone()
+                .map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q, cfg.limits.tenant_max_exports)),
             queries,
             admin,
             ops: Some(ops),

@@ -98,3 +98,87 @@ async fn a_tenant_flooding_transactions_holds_only_its_share_of_batches_and_a_ne
     assert!(ok > 0, "the flooding tenant still gets its share");
     assert!(refused > 0, "and is refused beyond it ({ok} committed)");
 }
+
+/// A request of `tenant` that stays in flight while the returned socket is
+/// open: its body never finishes arriving.
+async fn held_request(app: &TestApp, tenant: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = app.base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /fhir/{tenant}/Patient HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/fhir+json\r\n\
+         content-length: 1000\r\n\r\n{{\"resourceType\":"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_share_of_requests_in_flight_gets_429_while_a_neighbour_is_served() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.tenant_max_concurrent_requests = 2).await;
+    let (a, b) = (app.tenant("busy").await, app.tenant("idle").await);
+    let _held = [held_request(&app, &a).await, held_request(&app, &a).await];
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let res = app.get(&a, "Patient/x").await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "1");
+    support::assert_outcome(res, 429).await;
+    assert_eq!(app.get(&b, "Patient/x").await.status(), 404, "the neighbour is served (nothing there)");
+    drop(_held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.get(&a, "Patient/x").await.status(), 404, "the share comes back with the requests");
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_share_of_change_feeds_gets_429_while_a_neighbour_opens_one() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.tenant_max_feeds = 2).await;
+    let (a, b) = (app.tenant("feeds").await, app.tenant("one-feed").await);
+    let open = |t: String| {
+        let app = &app;
+        async move { app.authed(app.http.get(app.fhir(&t, "$events"))).send().await.unwrap() }
+    };
+    let _feeds = [open(a.clone()).await, open(a.clone()).await];
+    assert!(_feeds.iter().all(|f| f.status() == 200));
+    let third = open(a.clone()).await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    assert_eq!(open(b.clone()).await.status(), 200, "the neighbour's feed opens");
+}
+
+#[tokio::test]
+async fn a_tenant_running_its_share_of_exports_gets_429_while_a_neighbour_starts_one() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.tenant_max_exports = 1).await;
+    let (a, b) = (app.tenant("exporter").await, app.tenant("exporter-b").await);
+    // Enough data that the first export is still running when the second asks.
+    let (status, _, body) = send(&app, &a, &transaction(1000, "Bulk")).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_caught_up(std::time::Duration::from_secs(60)).await;
+    let kick = |t: String| {
+        let app = &app;
+        async move {
+            app.authed(app.http.get(app.fhir(&t, "$export"))).header("prefer", "respond-async").send().await.unwrap()
+        }
+    };
+    let (first, second) = tokio::join!(kick(a.clone()), kick(a.clone()));
+    let mut codes = [first.status().as_u16(), second.status().as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [202, 429], "one export per tenant at a time");
+    assert_eq!(kick(b.clone()).await.status(), 202, "the neighbour's export starts");
+}
+
+#[tokio::test]
+async fn every_reader_connection_carries_the_configured_statement_timeout() {
+    let app = TestApp::spawn().await;
+    let t = schemas::TenantId::parse(&app.tenant("timeout").await).unwrap();
+    let queries = query::Queries::connect_with(&app.db.url, 1, std::time::Duration::from_millis(1234)).await.unwrap();
+    let direct: String = sqlx::query_scalar("show statement_timeout").fetch_one(queries.pool()).await.unwrap();
+    assert_eq!(direct, "1234ms", "plain reads on the pool");
+    let mut tx = queries.begin(&t).await.unwrap();
+    let scoped: String = sqlx::query_scalar("show statement_timeout").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(scoped, "1234ms", "tenant transactions (history, _at, conditional lookups, export)");
+    // A statement past the bound is cancelled, which the query side reports
+    // as unavailable (503), never as an internal error.
+    let err = sqlx::query("select pg_sleep(2)").execute(&mut *tx).await.unwrap_err();
+    assert!(matches!(query::QueryError::from(err), query::QueryError::Unavailable(_)));
+}

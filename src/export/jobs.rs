@@ -58,6 +58,9 @@ pub struct JobRecord {
 pub enum JobError {
     #[error("{MAX_RUNNING} exports are already running on this node; retry later")]
     Busy,
+    /// The tenant runs its whole share of exports already.
+    #[error("this tenant already runs {0} export(s) on this node; retry when one ends")]
+    TenantBusy(usize),
     #[error(transparent)]
     Io(#[from] anyhow::Error),
 }
@@ -67,11 +70,13 @@ pub struct ExportJobs {
     root: PathBuf,
     queries: Queries,
     running: Mutex<HashMap<Uuid, (TenantId, CancellationToken)>>,
+    /// Jobs one tenant runs at once (0: only the node's limit).
+    per_tenant: usize,
 }
 
 impl ExportJobs {
-    pub fn new(root: PathBuf, queries: Queries) -> Arc<Self> {
-        Arc::new(Self { root, queries, running: Mutex::new(HashMap::new()) })
+    pub fn new(root: PathBuf, queries: Queries, per_tenant: usize) -> Arc<Self> {
+        Arc::new(Self { root, queries, running: Mutex::new(HashMap::new()), per_tenant })
     }
 
     fn job_dir(&self, tenant: &TenantId, job: Uuid) -> PathBuf {
@@ -84,6 +89,12 @@ impl ExportJobs {
         let cancel = CancellationToken::new();
         {
             let mut running = self.running.lock().map_err(|_| anyhow::anyhow!("the job table is poisoned"))?;
+            // The tenant's share first: a tenant at its share is told so
+            // (429) even while the node is busy with others' exports.
+            let own = running.values().filter(|(t, _)| *t == spec.tenant).count();
+            if !crate::http::shares::may_take(own, self.per_tenant) {
+                return Err(JobError::TenantBusy(self.per_tenant));
+            }
             if running.len() >= MAX_RUNNING {
                 return Err(JobError::Busy);
             }

@@ -80,6 +80,12 @@ pub(super) async fn feed(
     if readable.is_empty() {
         return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
     }
+    let share = state.settings.limits.tenant_feeds.try_take(&t.tenant).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "this tenant has {} change feeds open on this node; close one or retry later",
+            state.settings.limits.tenant_feeds.cap()
+        ))
+    })?;
     let permit = OPEN_FEEDS
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(format!("{MAX_FEEDS} change feeds are open on this node; retry shortly")))?;
@@ -138,6 +144,7 @@ pub(super) async fn feed(
         .take_until(async move {
             shutdown.cancelled().await;
             drop(permit);
+            drop(share);
         });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response())
 }

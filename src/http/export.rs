@@ -131,6 +131,7 @@ async fn kick_off(
     let request = format!("{}{}", state.settings.base_url, uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
     let job = jobs(state)?.start(spec, request).await.map_err(|e| match e {
         JobError::Busy => ApiError::Overloaded(e.to_string()),
+        JobError::TenantBusy(_) => ApiError::TooManyRequests(e.to_string()),
         JobError::Io(e) => ApiError::Internal(e.context("start an export")),
     })?;
     let location = format!("{}/fhir/{}/$export-status/{job}", state.settings.base_url, t.tenant);

@@ -9,6 +9,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::Semaphore;
 
+use schemas::TenantId;
+
+use super::shares::TenantShare;
 use super::{ApiError, SharedState};
 
 /// The request bounds of a server.
@@ -18,14 +21,37 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
     /// Permits for requests in flight; `None`: no limit.
     pub in_flight: Option<Arc<Semaphore>>,
+    /// One tenant's share of requests in flight (0: no cap).
+    pub tenant_in_flight: Arc<TenantShare>,
+    /// One tenant's share of open change feeds (0: no cap).
+    pub tenant_feeds: Arc<TenantShare>,
 }
 
 impl RequestLimits {
     /// `max_concurrent` 0 means no limit.
     pub fn new(max_url_bytes: usize, max_header_bytes: usize, max_concurrent: usize) -> Self {
         let in_flight = (max_concurrent > 0).then(|| Arc::new(Semaphore::new(max_concurrent)));
-        Self { max_url_bytes, max_header_bytes, in_flight }
+        Self {
+            max_url_bytes,
+            max_header_bytes,
+            in_flight,
+            tenant_in_flight: TenantShare::new(0),
+            tenant_feeds: TenantShare::new(0),
+        }
     }
+
+    /// The same bounds with per-tenant shares of requests and feeds.
+    pub fn with_tenant_shares(mut self, requests: usize, feeds: usize) -> Self {
+        self.tenant_in_flight = TenantShare::new(requests);
+        self.tenant_feeds = TenantShare::new(feeds);
+        self
+    }
+}
+
+/// The tenant a request's URL addresses (`/fhir/{tenant}/...`), if any.
+fn tenant_of(path: &str) -> Option<TenantId> {
+    let rest = path.strip_prefix("/fhir/")?;
+    TenantId::parse(rest.split('/').next()?).ok()
 }
 
 /// Operations endpoints are never shed: a load balancer or orchestrator
@@ -60,6 +86,18 @@ pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: 
             ApiError::Overloaded("the server is handling as many requests as it may; retry shortly".into())
         })?),
         _ => None,
+    };
+    // The tenant's share is taken after the node's: a tenant refused here
+    // costs the node nothing, and every other tenant still gets in.
+    let _share = match tenant_of(req.uri().path()) {
+        Some(t) => Some(limits.tenant_in_flight.try_take(&t).ok_or_else(|| {
+            metrics::counter!("fhirstream_http_requests_throttled_total", "share" => "tenant").increment(1);
+            ApiError::TooManyRequests(format!(
+                "this tenant already has {} requests in flight on this node; retry shortly",
+                limits.tenant_in_flight.cap()
+            ))
+        })?),
+        None => None,
     };
     Ok(next.run(req).await)
 }

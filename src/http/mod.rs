@@ -17,6 +17,7 @@ mod openapi;
 mod read;
 pub mod response;
 mod search;
+pub mod shares;
 pub(crate) mod sharing;
 mod transaction;
 mod validate;
