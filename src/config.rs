@@ -414,6 +414,11 @@ pub struct LimitArgs {
     /// no request can hold a reader connection longer.
     #[arg(long, env = "FHIRSTREAM_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub read_timeout_ms: u64,
+    /// Most search index rows one resource may have; a write exceeding it
+    /// is refused with 413, so no single resource can hold up the shared
+    /// projector (0: no cap).
+    #[arg(long, env = "FHIRSTREAM_MAX_INDEX_ROWS", default_value_t = 5_000)]
+    pub max_index_rows: usize,
 }
 
 impl LimitArgs {
@@ -444,6 +449,7 @@ impl Default for LimitArgs {
             tenant_max_feeds: 64,
             tenant_max_exports: 1,
             read_timeout_ms: 30_000,
+            max_index_rows: 5_000,
         }
     }
 }

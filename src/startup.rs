@@ -46,7 +46,10 @@ impl App {
         let nats = connect_nats(&cfg.conn).await?;
         let pool = connect_pg(&cfg.conn, cfg.db_pool_size).await?;
         projector::migrate::run(&pool).await.context("migrate the read models")?;
-        let store = open_store(&cfg.conn, nats.clone()).await?.with_batch_limits(cfg.limits.batch_limits());
+        let store = open_store(&cfg.conn, nats.clone())
+            .await?
+            .with_batch_limits(cfg.limits.batch_limits())
+            .with_max_index_rows(cfg.limits.max_index_rows);
         let tenants = TenantRegistry::follow(store.jetstream(), &cfg.conn.tenant_stream).await?;
 
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;

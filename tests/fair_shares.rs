@@ -182,3 +182,26 @@ async fn every_reader_connection_carries_the_configured_statement_timeout() {
     let err = sqlx::query("select pg_sleep(2)").execute(&mut *tx).await.unwrap_err();
     assert!(matches!(query::QueryError::from(err), query::QueryError::Unavailable(_)));
 }
+
+#[tokio::test]
+async fn a_resource_whose_index_rows_exceed_the_cap_is_refused_before_it_reaches_the_projector() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.max_index_rows = 100).await;
+    let (a, b) = (app.tenant("huge-index").await, app.tenant("small-index").await);
+    let ids: Vec<Value> = (0..500).map(|i| json!({"system": "urn:x", "value": format!("v{i}")})).collect();
+    let huge = json!({"resourceType": "Patient", "id": "huge", "identifier": ids});
+    let body = support::assert_outcome(app.put(&a, "Patient/huge", &huge).await, 413).await;
+    assert!(body.contains("search index rows"), "{body}");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "ok"}, "request": {"method": "PUT", "url": "Patient/ok"}},
+        {"resource": huge, "request": {"method": "PUT", "url": "Patient/huge"}}
+    ]});
+    let (status, _, body) = send(&app, &a, &bundle).await;
+    assert_eq!(status, 413, "{body}");
+    let before = app.stream_count(&format!("fhir.{a}.>")).await;
+    assert_eq!(before, 0, "nothing of the refused writes reached the stream");
+
+    let small = json!({"resourceType": "Patient", "id": "s", "identifier": [{"system": "urn:x", "value": "1"}]});
+    let res = app.put(&b, "Patient/s", &small).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.get(&b, "Patient/s").await.status(), 200, "the neighbour reads its write at once");
+}

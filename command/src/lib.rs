@@ -11,6 +11,7 @@ pub mod batch_slots;
 pub mod bundle;
 pub mod context;
 pub mod decide;
+pub mod index_cap;
 pub mod resources;
 pub mod shared_ids;
 pub mod store;

@@ -13,6 +13,7 @@ use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, T
 use crate::CommandError;
 use crate::context::WriteContext;
 use crate::decide::{Current, Decision, Intent, decide, decide_after};
+use crate::index_cap::check_index_rows;
 use crate::shared_ids::{SharedIds, claim_for_create, fresh_claim};
 use crate::store::{BatchMessage, EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
 
@@ -151,6 +152,7 @@ impl Commands {
         let resource = match resource {
             Some(mut r) => {
                 stamp(&mut r, &id, decision.version, &at);
+                check_index_rows(rt, &mut r, self.store.max_index_rows())?;
                 Some(serde_json::value::to_raw_value(&r).context("serialize the resource")?)
             }
             None => None,

@@ -76,6 +76,8 @@ pub struct EventStore {
     /// tenants: JetStream refuses more than a few dozen per stream (429,
     /// "too many inflight").
     batch_slots: std::sync::Arc<BatchSlots>,
+    /// Most search index rows one written resource may have (0: no cap).
+    max_index_rows: usize,
 }
 /// How often a batch the server turned away as too many in flight is tried
 /// again before the write is reported unavailable (503).
@@ -116,13 +118,25 @@ impl EventStore {
         let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
         let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
         let batch_slots = BatchSlots::new(BatchLimits::default());
-        Ok(Self { js, ack_timeout, resources, tenants, batch_slots })
+        let max_index_rows = crate::index_cap::DEFAULT_MAX_INDEX_ROWS;
+        Ok(Self { js, ack_timeout, resources, tenants, batch_slots, max_index_rows })
     }
 
     /// The same store with other shares of atomic batches.
     pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
         self.batch_slots = BatchSlots::new(limits);
         self
+    }
+
+    /// The same store with another cap on a resource's index rows.
+    pub fn with_max_index_rows(mut self, max: usize) -> Self {
+        self.max_index_rows = max;
+        self
+    }
+
+    /// Most search index rows one written resource may have (0: no cap).
+    pub fn max_index_rows(&self) -> usize {
+        self.max_index_rows
     }
 
     /// The JetStream context, for callers that need more than this API.
