@@ -205,3 +205,33 @@ async fn a_resource_whose_index_rows_exceed_the_cap_is_refused_before_it_reaches
     assert_eq!(res.status(), 201);
     assert_eq!(app.get(&b, "Patient/s").await.status(), 200, "the neighbour reads its write at once");
 }
+
+#[tokio::test]
+async fn a_tenants_own_quota_overrides_the_node_default_both_ways() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.tenant_max_feeds = 2).await;
+    let create = |id: String, feeds: usize| {
+        let app = &app;
+        async move {
+            let doc = json!({"id": id, "name": "Quota", "config": {"quotas": {"feeds": feeds}}});
+            let res = app.authed(app.http.post(app.url("/admin/tenants"))).json(&doc).send().await.unwrap();
+            assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+            id
+        }
+    };
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (low, high) = (create(format!("low-{suffix}"), 1).await, create(format!("high-{suffix}"), 3).await);
+    let mut low_feeds = Vec::new();
+    for _ in 0..2 {
+        low_feeds.push(app.authed(app.http.get(app.fhir(&low, "$events"))).send().await.unwrap());
+    }
+    assert_eq!(low_feeds.iter().map(|r| r.status().as_u16()).collect::<Vec<_>>(), [200, 429], "lowered to 1");
+    let mut high_feeds = Vec::new();
+    for _ in 0..4 {
+        high_feeds.push(app.authed(app.http.get(app.fhir(&high, "$events"))).send().await.unwrap());
+    }
+    let codes: Vec<u16> = high_feeds.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes, [200, 200, 200, 429], "raised to 3");
+    let bad = json!({"id": format!("zero-{suffix}"), "name": "Zero", "config": {"quotas": {"feeds": 0}}});
+    let res = app.authed(app.http.post(app.url("/admin/tenants"))).json(&bad).send().await.unwrap();
+    assert_eq!(res.status(), 400, "a quota of 0 is refused");
+}

@@ -170,6 +170,12 @@ impl TenantRegistry {
         anyhow::bail!("{subject} holds too many messages that are not tenant events")
     }
 
+    /// What this process already knows of a live tenant, without asking
+    /// the stream (for hot paths that can fall back to defaults).
+    pub fn known(&self, tenant: &TenantId) -> Option<TenantState> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant).and_then(|e| e.state.clone())
+    }
+
     /// Every live tenant, sorted by id.
     pub fn list(&self) -> Vec<TenantState> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());

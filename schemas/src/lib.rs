@@ -8,6 +8,7 @@
 pub mod event;
 pub mod genuine;
 pub mod outcome;
+pub mod quota;
 pub mod r4;
 pub mod resource;
 pub mod scope;

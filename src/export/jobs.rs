@@ -84,7 +84,14 @@ impl ExportJobs {
     }
 
     /// Starts an export in the background; its id is the status URL's.
-    pub async fn start(self: &Arc<Self>, spec: ExportSpec, request: String) -> Result<Uuid, JobError> {
+    /// `tenant_cap` is the tenant's own override of the per-tenant share.
+    pub async fn start(
+        self: &Arc<Self>,
+        spec: ExportSpec,
+        request: String,
+        tenant_cap: Option<usize>,
+    ) -> Result<Uuid, JobError> {
+        let cap = schemas::quota::effective_cap(self.per_tenant, tenant_cap);
         let job = Uuid::new_v4();
         let cancel = CancellationToken::new();
         {
@@ -92,8 +99,8 @@ impl ExportJobs {
             // The tenant's share first: a tenant at its share is told so
             // (429) even while the node is busy with others' exports.
             let own = running.values().filter(|(t, _)| *t == spec.tenant).count();
-            if !crate::http::shares::may_take(own, self.per_tenant) {
-                return Err(JobError::TenantBusy(self.per_tenant));
+            if !crate::http::shares::may_take(own, cap) {
+                return Err(JobError::TenantBusy(cap));
             }
             if running.len() >= MAX_RUNNING {
                 return Err(JobError::Busy);

@@ -17,6 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt as _;
 
 use schemas::ResourceType;
+use schemas::quota::effective_cap;
 use schemas::genuine::{genuine_resource_event, op_name};
 use schemas::scope::Interaction;
 
@@ -80,10 +81,11 @@ pub(super) async fn feed(
     if readable.is_empty() {
         return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
     }
-    let share = state.settings.limits.tenant_feeds.try_take(&t.tenant).ok_or_else(|| {
+    let feeds = &state.settings.limits.tenant_feeds;
+    let cap = effective_cap(feeds.cap(), t.state.config.quotas.and_then(|q| q.feeds));
+    let share = feeds.try_take_within(&t.tenant, cap).ok_or_else(|| {
         ApiError::TooManyRequests(format!(
-            "this tenant has {} change feeds open on this node; close one or retry later",
-            state.settings.limits.tenant_feeds.cap()
+            "this tenant has {cap} change feeds open on this node; close one or retry later"
         ))
     })?;
     let permit = OPEN_FEEDS

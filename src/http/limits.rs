@@ -10,6 +10,7 @@ use axum::response::Response;
 use tokio::sync::Semaphore;
 
 use schemas::TenantId;
+use schemas::quota::effective_cap;
 
 use super::shares::TenantShare;
 use super::{ApiError, SharedState};
@@ -90,13 +91,16 @@ pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: 
     // The tenant's share is taken after the node's: a tenant refused here
     // costs the node nothing, and every other tenant still gets in.
     let _share = match tenant_of(req.uri().path()) {
-        Some(t) => Some(limits.tenant_in_flight.try_take(&t).ok_or_else(|| {
-            metrics::counter!("fhirstream_http_requests_throttled_total", "share" => "tenant").increment(1);
-            ApiError::TooManyRequests(format!(
-                "this tenant already has {} requests in flight on this node; retry shortly",
-                limits.tenant_in_flight.cap()
-            ))
-        })?),
+        Some(t) => {
+            let own = state.tenants.known(&t).and_then(|s| s.config.quotas).and_then(|q| q.concurrent_requests);
+            let cap = effective_cap(limits.tenant_in_flight.cap(), own);
+            Some(limits.tenant_in_flight.try_take_within(&t, cap).ok_or_else(|| {
+                metrics::counter!("fhirstream_http_requests_throttled_total", "share" => "tenant").increment(1);
+                ApiError::TooManyRequests(format!(
+                    "this tenant already has {cap} requests in flight on this node; retry shortly"
+                ))
+            })?)
+        }
         None => None,
     };
     Ok(next.run(req).await)

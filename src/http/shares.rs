@@ -39,9 +39,15 @@ impl TenantShare {
 
     /// Takes one unit for `tenant`, or `None` if it holds its whole share.
     pub fn try_take(self: &Arc<Self>, tenant: &TenantId) -> Option<ShareGuard> {
+        self.try_take_within(tenant, self.cap)
+    }
+
+    /// [`Self::try_take`] under the tenant's own cap (its override of the
+    /// node's default, see `schemas::quota`).
+    pub fn try_take_within(self: &Arc<Self>, tenant: &TenantId, cap: usize) -> Option<ShareGuard> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let n = held.entry(tenant.clone()).or_default();
-        if !may_take(*n, self.cap) {
+        if !may_take(*n, cap) {
             return None;
         }
         *n += 1;
