@@ -1,4 +1,4 @@
-//! A cap on the search index rows one resource may cost.
+//! Caps on what one resource may cost: its size and its search index rows.
 //!
 //! One projector applies every tenant's events; a resource with tens of
 //! thousands of indexed values (a 1 MB Patient with 50,000 identifiers
@@ -29,6 +29,25 @@ pub fn excess_index_rows(rt: ResourceType, resource: &mut Map<String, Value>, ma
         *resource = map;
     }
     (rows > max).then_some(rows)
+}
+
+/// Refuses (413) a resource of more than `max_bytes` (what one event can
+/// carry: checked first, before anything is published and before the
+/// costlier index count), then one whose index rows exceed `max_rows`.
+pub fn check_cost(
+    rt: ResourceType,
+    resource: &mut Map<String, Value>,
+    bytes: usize,
+    max_bytes: usize,
+    max_rows: usize,
+) -> Result<(), CommandError> {
+    if bytes > max_bytes {
+        metrics::counter!("fhirstream_writes_refused_total", "reason" => "resource_bytes").increment(1);
+        return Err(CommandError::TooLarge(format!(
+            "the {rt} has {bytes} bytes; one event carries at most {max_bytes} bytes of resource"
+        )));
+    }
+    check_index_rows(rt, resource, max_rows)
 }
 
 /// Refuses (413) a resource whose index rows would exceed `max` (0: no cap).
@@ -65,5 +84,7 @@ mod tests {
         assert!(rows >= 200);
         assert!(matches!(check_index_rows(rt, &mut big, 100), Err(CommandError::TooLarge(_))));
         assert!(check_index_rows(rt, &mut big, 0).is_ok(), "0 means no cap");
+        assert!(matches!(check_cost(rt, &mut small, 2_000, 1_000, 0), Err(CommandError::TooLarge(_))));
+        assert!(check_cost(rt, &mut small, 900, 1_000, 100).is_ok());
     }
 }

@@ -13,7 +13,7 @@ use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, T
 use crate::CommandError;
 use crate::context::WriteContext;
 use crate::decide::{Current, Decision, Intent, decide, decide_after};
-use crate::index_cap::check_index_rows;
+use crate::index_cap::check_cost;
 use crate::shared_ids::{SharedIds, claim_for_create, fresh_claim};
 use crate::store::{BatchMessage, EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
 
@@ -152,8 +152,9 @@ impl Commands {
         let resource = match resource {
             Some(mut r) => {
                 stamp(&mut r, &id, decision.version, &at);
-                check_index_rows(rt, &mut r, self.store.max_index_rows())?;
-                Some(serde_json::value::to_raw_value(&r).context("serialize the resource")?)
+                let raw = serde_json::value::to_raw_value(&r).context("serialize the resource")?;
+                check_cost(rt, &mut r, raw.get().len(), self.store.max_resource_bytes(), self.store.max_index_rows())?;
+                Some(raw)
             }
             None => None,
         };

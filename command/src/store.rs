@@ -134,6 +134,12 @@ impl EventStore {
         self
     }
 
+    /// Most bytes one resource may have: what one event can carry (the
+    /// NATS payload limit), less room for the envelope around it.
+    pub fn max_resource_bytes(&self) -> usize {
+        self.js.client().server_info().max_payload.saturating_sub(4 * 1024)
+    }
+
     /// Most search index rows one written resource may have (0: no cap).
     pub fn max_index_rows(&self) -> usize {
         self.max_index_rows

@@ -17,7 +17,7 @@ use schemas::{Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId
 use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
 use crate::context::WriteContext;
 use crate::decide::{Current, Intent, decide_after};
-use crate::index_cap::check_index_rows;
+use crate::index_cap::check_cost;
 use crate::resources::{current_of, op_str, stamp};
 use crate::shared_ids::claim_for_create;
 use crate::store::{BatchMessage, EventStore, OP_HEADER, SubjectTail, VERSION_HEADER};
@@ -212,12 +212,12 @@ impl Commands {
             let resource = match resource {
                 Some(mut r) => {
                     stamp(&mut r, &p.id, decision.version, &at);
-                    check_index_rows(p.entry.rt, &mut r, store.max_index_rows()).map_err(fail(i))?;
-                    Some(
-                        serde_json::value::to_raw_value(&r)
-                            .context("serialize the resource")
-                            .map_err(|e| fail(i)(e.into()))?,
-                    )
+                    let raw = serde_json::value::to_raw_value(&r)
+                        .context("serialize the resource")
+                        .map_err(|e| fail(i)(e.into()))?;
+                    let (max_bytes, max_rows) = (store.max_resource_bytes(), store.max_index_rows());
+                    check_cost(p.entry.rt, &mut r, raw.get().len(), max_bytes, max_rows).map_err(fail(i))?;
+                    Some(raw)
                 }
                 None => None,
             };

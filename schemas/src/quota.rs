@@ -24,11 +24,9 @@ impl TenantQuotas {
     /// Every override must be positive: a tenant is cut off by deleting or
     /// restricting it, not by a quota of 0.
     pub fn check(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("concurrent_requests", self.concurrent_requests),
-            ("feeds", self.feeds),
-            ("exports", self.exports),
-        ] {
+        for (name, v) in
+            [("concurrent_requests", self.concurrent_requests), ("feeds", self.feeds), ("exports", self.exports)]
+        {
             if v == Some(0) {
                 return Err(format!("quotas.{name} must be positive"));
             }

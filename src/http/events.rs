@@ -17,8 +17,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt as _;
 
 use schemas::ResourceType;
-use schemas::quota::effective_cap;
 use schemas::genuine::{genuine_resource_event, op_name};
+use schemas::quota::effective_cap;
 use schemas::scope::Interaction;
 
 use super::auth::Caller;
