@@ -277,6 +277,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FHIRSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address for `/health`, `/ready` and `/metrics` apart from the FHIR
+    /// API (e.g. only on an internal network); when set, the API address no
+    /// longer serves `/ready` and `/metrics`.
+    #[arg(long, env = "FHIRSTREAM_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
     /// Public base URL used in Location headers and Bundle links
     /// (default: http://{listen address}).
     #[arg(long, env = "FHIRSTREAM_BASE_URL")]
@@ -419,6 +424,11 @@ pub struct LimitArgs {
     /// projector (0: no cap).
     #[arg(long, env = "FHIRSTREAM_MAX_INDEX_ROWS", default_value_t = 5_000)]
     pub max_index_rows: usize,
+    /// Per-tenant usage metrics in this many hashed buckets (label
+    /// `bucket`, never a tenant name; 0: off). See `fhirstream tenants
+    /// bucket` for a tenant's bucket.
+    #[arg(long, env = "FHIRSTREAM_TENANT_USAGE_BUCKETS", default_value_t = 0)]
+    pub tenant_usage_buckets: u32,
 }
 
 impl LimitArgs {
@@ -450,6 +460,7 @@ impl Default for LimitArgs {
             tenant_max_exports: 1,
             read_timeout_ms: 30_000,
             max_index_rows: 5_000,
+            tenant_usage_buckets: 0,
         }
     }
 }

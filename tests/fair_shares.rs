@@ -235,3 +235,57 @@ async fn a_tenants_own_quota_overrides_the_node_default_both_ways() {
     let res = app.authed(app.http.post(app.url("/admin/tenants"))).json(&bad).send().await.unwrap();
     assert_eq!(res.status(), 400, "a quota of 0 is refused");
 }
+
+#[tokio::test]
+async fn metrics_and_ready_can_listen_apart_from_the_fhir_api() {
+    let port = support::free_port();
+    let app = TestApp::spawn_with(|cfg| cfg.ops_listen = Some(format!("127.0.0.1:{port}").parse().unwrap())).await;
+    let t = app.tenant("ops").await;
+    assert_eq!(app.put(&t, "Patient/p", &json!({"resourceType": "Patient", "id": "p"})).await.status(), 201);
+    let ops = |path: &str| app.http.get(format!("http://127.0.0.1:{port}{path}")).send();
+    let metrics = ops("/metrics").await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("fhirstream_http_requests_total"));
+    app.wait_caught_up(std::time::Duration::from_secs(20)).await;
+    assert_eq!(ops("/ready").await.unwrap().status(), 200);
+    assert_eq!(ops("/health").await.unwrap().status(), 200);
+    let api_path = format!("/fhir/{t}/Patient/p");
+    assert_eq!(ops(&api_path).await.unwrap().status(), 404, "no FHIR API on the operations address");
+    for path in ["/metrics", "/ready"] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{path} is not on the API address");
+    }
+    assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn per_tenant_usage_is_counted_in_hashed_buckets_that_never_name_a_tenant() {
+    let app = TestApp::spawn_with(|cfg| cfg.limits.tenant_usage_buckets = 4).await;
+    let (a, b) = (app.tenant("usage-a").await, app.tenant("usage-b").await);
+    for _ in 0..3 {
+        assert_eq!(app.get(&a, "Patient/none").await.status(), 404);
+    }
+    assert_eq!(app.put(&b, "Patient/p", &json!({"resourceType": "Patient", "id": "p"})).await.status(), 201);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let bucket = |t: &str| schemas::quota::usage_bucket(&schemas::TenantId::parse(t).unwrap(), 4).unwrap();
+    let line = format!("fhirstream_tenant_usage_requests_total{{bucket=\"b{}\",class=\"4xx\"}}", bucket(&a));
+    let count: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with(&line))
+        .unwrap_or_else(|| panic!("{line} in {metrics}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 3, "{count}");
+    let line = format!("fhirstream_tenant_usage_requests_total{{bucket=\"b{}\",class=\"2xx\"}}", bucket(&b));
+    assert!(metrics.lines().any(|l| l.starts_with(&line)), "{line}");
+    let buckets: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("fhirstream_tenant_usage_requests_total{"))
+        .filter_map(|l| l.split("bucket=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(buckets.len() <= 4, "{buckets:?}");
+    assert!(!metrics.contains(&a) && !metrics.contains(&b), "metrics never name a tenant");
+}

@@ -35,6 +35,22 @@ impl TenantQuotas {
     }
 }
 
+/// The usage-metrics bucket of a tenant among `buckets` (`None`: off):
+/// the first four bytes of SHA-256 of its name, big-endian, modulo
+/// `buckets`. Metrics carry the bucket, never the name, so their
+/// cardinality is bounded and they reveal no tenant; an operator finds a
+/// tenant's bucket with the same formula, e.g.
+/// `echo $(( 0x$(printf %s acme | sha256sum | cut -c1-8) % 64 ))`.
+pub fn usage_bucket(tenant: &crate::TenantId, buckets: u32) -> Option<u32> {
+    use sha2::{Digest, Sha256};
+    if buckets == 0 {
+        return None;
+    }
+    let digest = Sha256::digest(tenant.as_str().as_bytes());
+    let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    Some(head % buckets)
+}
+
 /// The cap that applies to a tenant: its override, else the node's default.
 pub fn effective_cap(node_default: usize, tenant_override: Option<usize>) -> usize {
     tenant_override.unwrap_or(node_default)
@@ -43,6 +59,17 @@ pub fn effective_cap(node_default: usize, tenant_override: Option<usize>) -> usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_buckets_are_stable_bounded_and_off_at_zero() {
+        let t = crate::TenantId::parse("acme").unwrap();
+        // The documented shell formula: printf %s acme | sha256sum | cut -c1-8
+        assert_eq!(usage_bucket(&t, 64), Some(0x822b_33ad % 64));
+        assert_eq!(usage_bucket(&t, 0), None);
+        for name in ["a", "b", "clinic-1", "clinic-2"] {
+            assert!(usage_bucket(&crate::TenantId::parse(name).unwrap(), 8).unwrap() < 8);
+        }
+    }
 
     #[test]
     fn a_tenants_override_wins_over_the_node_default_and_must_be_positive() {

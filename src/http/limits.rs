@@ -10,7 +10,7 @@ use axum::response::Response;
 use tokio::sync::Semaphore;
 
 use schemas::TenantId;
-use schemas::quota::effective_cap;
+use schemas::quota::{effective_cap, usage_bucket};
 
 use super::shares::TenantShare;
 use super::{ApiError, SharedState};
@@ -26,6 +26,8 @@ pub struct RequestLimits {
     pub tenant_in_flight: Arc<TenantShare>,
     /// One tenant's share of open change feeds (0: no cap).
     pub tenant_feeds: Arc<TenantShare>,
+    /// Hashed buckets of per-tenant usage metrics (0: off).
+    pub usage_buckets: u32,
 }
 
 impl RequestLimits {
@@ -38,7 +40,15 @@ impl RequestLimits {
             in_flight,
             tenant_in_flight: TenantShare::new(0),
             tenant_feeds: TenantShare::new(0),
+            usage_buckets: 0,
         }
+    }
+
+    /// The same bounds, counting usage per tenant in `buckets` hashed
+    /// buckets (0: off).
+    pub fn with_usage_buckets(mut self, buckets: u32) -> Self {
+        self.usage_buckets = buckets;
+        self
     }
 
     /// The same bounds with per-tenant shares of requests and feeds.
@@ -90,12 +100,17 @@ pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: 
     };
     // The tenant's share is taken after the node's: a tenant refused here
     // costs the node nothing, and every other tenant still gets in.
-    let _share = match tenant_of(req.uri().path()) {
+    let tenant = tenant_of(req.uri().path());
+    let bucket = tenant.as_ref().and_then(|t| usage_bucket(t, limits.usage_buckets)).map(|b| format!("b{b}"));
+    let _share = match tenant {
         Some(t) => {
             let own = state.tenants.known(&t).and_then(|s| s.config.quotas).and_then(|q| q.concurrent_requests);
             let cap = effective_cap(limits.tenant_in_flight.cap(), own);
             Some(limits.tenant_in_flight.try_take_within(&t, cap).ok_or_else(|| {
                 metrics::counter!("fhirstream_http_requests_throttled_total", "share" => "tenant").increment(1);
+                if let Some(b) = &bucket {
+                    metrics::counter!("fhirstream_tenant_usage_throttled_total", "bucket" => b.clone()).increment(1);
+                }
                 ApiError::TooManyRequests(format!(
                     "this tenant already has {cap} requests in flight on this node; retry shortly"
                 ))
@@ -103,5 +118,17 @@ pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: 
         }
         None => None,
     };
-    Ok(next.run(req).await)
+    let Some(bucket) = bucket else { return Ok(next.run(req).await) };
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let class = match res.status().as_u16() {
+        500.. => "5xx",
+        400.. => "4xx",
+        _ => "2xx",
+    };
+    metrics::counter!("fhirstream_tenant_usage_requests_total", "bucket" => bucket.clone(), "class" => class)
+        .increment(1);
+    metrics::histogram!("fhirstream_tenant_usage_request_seconds", "bucket" => bucket)
+        .record(started.elapsed().as_secs_f64());
+    Ok(res)
 }

@@ -152,6 +152,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
             publish_timeout_ms: 5000,
         },
         listen: "127.0.0.1:0".parse().expect("listen addr"),
+        ops_listen: None,
         base_url: None,
         roles: vec![Role::Command, Role::Projector, Role::Query],
         max_body_bytes: 8 * 1024 * 1024,
