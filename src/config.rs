@@ -567,6 +567,10 @@ pub struct ExportArgs {
     /// load balancer must share it.
     #[arg(long, env = "FHIRSTREAM_EXPORT_DIR")]
     pub export_dir: Option<std::path::PathBuf>,
+    /// How long a finished export's files are kept, in seconds; then they
+    /// are removed (0: kept until deleted).
+    #[arg(long, env = "FHIRSTREAM_EXPORT_RETENTION_SECS", default_value_t = 86_400)]
+    pub export_retention_secs: u64,
 }
 
 impl ExportArgs {

@@ -140,9 +140,11 @@ impl App {
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
             shutdown: shutdown.clone(),
-            exports: queries
-                .clone()
-                .map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q, cfg.limits.tenant_max_exports)),
+            exports: queries.clone().map(|q| {
+                let jobs = crate::export::jobs::ExportJobs::new(cfg.export.dir(), q, cfg.limits.tenant_max_exports);
+                jobs.spawn_sweeper(Duration::from_secs(cfg.export.export_retention_secs), shutdown.clone());
+                jobs
+            }),
             queries,
             admin,
             ops: Some(ops),

@@ -289,3 +289,34 @@ async fn per_tenant_usage_is_counted_in_hashed_buckets_that_never_name_a_tenant(
     assert!(buckets.len() <= 4, "{buckets:?}");
     assert!(!metrics.contains(&a) && !metrics.contains(&b), "metrics never name a tenant");
 }
+
+#[tokio::test]
+async fn finished_exports_expire_and_their_files_are_removed() {
+    let dir = std::env::temp_dir().join(format!("fhirstream-expiry-{}", uuid::Uuid::new_v4().simple()));
+    let app = TestApp::spawn_with(|cfg| {
+        cfg.export.export_dir = Some(dir.clone());
+        cfg.export.export_retention_secs = 1;
+    })
+    .await;
+    let t = app.tenant("expiring").await;
+    assert_eq!(app.put(&t, "Patient/p", &json!({"resourceType": "Patient", "id": "p"})).await.status(), 201);
+    app.wait_caught_up(std::time::Duration::from_secs(20)).await;
+    let res = app.authed(app.http.get(app.fhir(&t, "$export"))).header("prefer", "respond-async").send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let status = res.headers()["content-location"].to_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut completed = false;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "the export neither completed nor expired");
+        match app.authed(app.http.get(&status)).send().await.unwrap().status().as_u16() {
+            200 => completed = true,
+            404 if completed => break,
+            202 | 404 => {}
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = std::fs::read_dir(dir.join(&t)).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the expired job's files are gone");
+    let _ = std::fs::remove_dir_all(&dir);
+}
