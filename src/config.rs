@@ -411,8 +411,9 @@ pub struct LimitArgs {
     /// Change feeds (`$events`) one tenant keeps open on this node (of 512).
     #[arg(long, env = "FHIRSTREAM_TENANT_MAX_FEEDS", default_value_t = 64)]
     pub tenant_max_feeds: usize,
-    /// `$export` jobs one tenant runs at once on this node (of 4).
-    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_EXPORTS", default_value_t = 1)]
+    /// `$export` jobs one tenant runs at once on this node (of 4): half the
+    /// node, so at least two tenants always export side by side.
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_EXPORTS", default_value_t = 2)]
     pub tenant_max_exports: usize,
     /// Statement timeout of every read-model query (reads, history and
     /// `_at`, conditional lookups, search and includes, export), in ms, so
@@ -457,7 +458,7 @@ impl Default for LimitArgs {
             batch_slot_wait_ms: 2000,
             tenant_max_concurrent_requests: 256,
             tenant_max_feeds: 64,
-            tenant_max_exports: 1,
+            tenant_max_exports: 2,
             read_timeout_ms: 30_000,
             max_index_rows: 5_000,
             tenant_usage_buckets: 0,
