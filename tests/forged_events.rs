@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -183,16 +182,13 @@ async fn garbage_on_a_tenant_subject_never_makes_a_tenant_answer_500() {
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     assert_eq!(app.put(&ghost, "Patient/p", &json!({"resourceType": "Patient", "id": "p"})).await.status(), 201);
 
-    // A fresh process folds the registry from the stream: B is live there too.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
-        .args(["tenants", "list", "--nats-url", &app.nats.url, "--database-url", &app.db.url, "--log", "error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && listed.contains(&b) && listed.contains(&ghost), "{listed}");
+    // A fresh fold of the registry from the stream (what `fhirstream
+    // tenants list` and a starting node read): B is live there too.
+    let js = async_nats::jetstream::new(app.nats.client().await);
+    let stream = js.get_stream("FHIRSTREAM_TENANTS").await.unwrap();
+    let listed: Vec<String> =
+        projector::registry::snapshot(&stream).await.unwrap().into_iter().map(|t| t.id.to_string()).collect();
+    assert!(listed.contains(&b) && listed.contains(&ghost), "{listed:?}");
     assert!(skipped_count(&app, "registry").await >= 1);
 }
 
@@ -207,25 +203,21 @@ async fn verify_and_replay_skip_forged_messages_exactly_as_the_projector_does() 
     app.publish_forged(&format!("fhir.{b}.Patient.x"), &[], &payload).await;
     app.wait_caught_up(Duration::from_secs(20)).await;
 
-    let run = |args: Vec<String>| {
-        let (nats, db) = (app.nats.url.clone(), app.db.url.clone());
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_fhirstream"))
-                .args(args)
-                .args(["--nats-url", &nats, "--database-url", &db, "--log", "error"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .output()
-                .await
-                .unwrap()
-        }
+    // In process, with the library's own replay and verify (a spawned CLI
+    // would be whatever binary the shared target directory holds now).
+    let pool = app.db.pool().await;
+    let js = async_nats::jetstream::new(app.nats.client().await);
+    let tenant = schemas::TenantId::parse(&b).unwrap();
+    let opts = projector::replay::ReplayOptions {
+        stream: "FHIR".into(),
+        projector: "main".into(),
+        batch_size: 100,
+        restart: false,
     };
-    let out = run(vec!["verify".into(), "--tenant".into(), b.clone(), "--json".into()]).await;
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["identical"], true, "{report:#}");
-    assert_eq!(report["expected"]["resources"], 1, "{report:#}");
-    let out = run(vec!["replay".into(), "--tenant".into(), b.clone(), "--quiet".into()]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = projector::replay::verify(&pool, &js, &tenant, &opts, 10, &|_| {}).await.unwrap();
+    assert!(report.identical, "{report:?}");
+    assert_eq!((report.events, report.expected.resources), (1, 1), "only B's own event is folded");
+    projector::replay::replay_live(&pool, &js, &tenant, &opts, &|_| {}).await.unwrap();
     let history: Value = app.get(&b, "Patient/p/_history").await.json().await.unwrap();
     assert_eq!(history["total"], 1, "{history:#}");
     assert_outcome(app.get(&b, "Patient/x").await, 404).await;
