@@ -13,7 +13,7 @@ TEST_CMD ?= $(CARGO) test --workspace --no-fail-fast
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help run token test bench fmt lint clean-local fuzz soak
+.PHONY: help run token test bench fmt lint clean-local fuzz soak sekmet
 
 help:
 	@echo "make run          provision NATS + PostgreSQL, then cargo run --release -- serve"
@@ -23,6 +23,7 @@ help:
 	@echo "make reliability  crash loop with 200 SIGKILLs, dependency faults, refused events (long form)"
 	@echo "make fuzz         fuzz the request parsers, FUZZ_SECONDS per target (20; long form 600)"
 	@echo "make soak         SOAK_MINUTES of mixed load on a release build, sampling the server's RSS"
+	@echo "make sekmet       SEKMET conformance scenarios against a running server (make run first)"
 	@echo "make fmt          cargo fmt --all"
 	@echo "make lint         cargo clippy --workspace --all-targets -- -D warnings"
 	@echo "make clean-local  stop project-local NATS/PostgreSQL and delete .local/"
@@ -54,6 +55,9 @@ bench:
 FUZZ_SECONDS ?= 20
 fuzz:
 	SECONDS_PER_TARGET=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+sekmet:
+	$(ENV) run bash scripts/sekmet.sh
 
 SOAK_MINUTES ?= 5
 soak:

@@ -41,6 +41,11 @@ server_name: "fhirstream-local"
 listen: "127.0.0.1:$PORT"
 pid_file: "$PIDFILE"
 
+# Resources up to 16 MiB (a DocumentReference or Binary with a large PDF)
+# travel as one event: the default 1 MB would cap every resource. Above
+# 8 MB the server logs a recommendation; the limit itself is 64 MB.
+max_payload: 20MB
+
 # JetStream with default limits. In particular the atomic batch publish limits
 # (2.12+: max batch size, in-flight batches, batch timeout) are deliberately left
 # at the server defaults, which is what the code and tests assume.

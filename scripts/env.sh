@@ -18,6 +18,8 @@
 #   FHIRSTREAM_TEST_NATS_SERVER   test/all: nats-server >= 2.12 binary for tests
 #   FHIRSTREAM_TEST_SCHEMATHESIS  test/all: schemathesis (PyPI) in .local/schemathesis, the
 #                                 API fuzzer tests/api_fuzz.rs runs against /openapi.json
+#   FHIRSTREAM_TEST_FHIR_CLIENTS  test/all: a python with fhirpy, fhirclient and fhir-kindling
+#                                 (.local/fhir-clients), for tests/real_clients.rs
 #   FHIRSTREAM_PG_ADMIN_URL       PostgreSQL admin URL (tests create databases through it)
 #   FHIRSTREAM_DATABASE_URL       database $FHIRSTREAM_DB_NAME (default fhirstream)
 #                                 on that server
@@ -49,6 +51,12 @@ if [[ "$mode" == test || "$mode" == all ]]; then
     out="$("$S/schemathesis-bin.sh")" || die "could not provide schemathesis (the API fuzzer of tests/api_fuzz.rs)"
     export FHIRSTREAM_TEST_SCHEMATHESIS="${out##*$'\n'}"
     vars+=(FHIRSTREAM_TEST_SCHEMATHESIS)
+fi
+
+if [[ "$mode" == test || "$mode" == all ]]; then
+    out="$("$S/fhir-clients-bin.sh")" || die "could not provide the FHIR clients of tests/real_clients.rs"
+    export FHIRSTREAM_TEST_FHIR_CLIENTS="${out##*$'\n'}"
+    vars+=(FHIRSTREAM_TEST_FHIR_CLIENTS)
 fi
 
 out="$("$S/ensure-postgres.sh")" || die "PostgreSQL provisioning failed"

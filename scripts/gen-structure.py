@@ -8,7 +8,8 @@ What is derived, per type (resources, data types, and every backbone element
 as a type of its own named by its path, e.g. `Patient.contact`):
   elements   JSON key -> {"t": type, "m": 1 if max is "*",
                           "c": choice base name for value[x] variants,
-                          "b": url of a required, enumerable value set}
+                          "b": url of a required, enumerable value set,
+                          "s": 1 if isSummary, "x": 1 if isModifier}
   required   lists of JSON keys of which one must be present (min 1);
              a choice contributes all of its variants as one list
   kind       "resource" | "complex" | "primitive"
@@ -51,6 +52,14 @@ def type_code(t):
 
 def strip_version(url):
     return url.split("|", 1)[0]
+
+
+def flags(entry, e):
+    """The summary and modifier flags `_summary` and `_elements` need."""
+    if e.get("isSummary"):
+        entry["s"] = 1
+    if e.get("isModifier"):
+        entry["x"] = 1
 
 
 sds = [
@@ -102,30 +111,28 @@ for sd in sds:
             codes = [type_code(x) for x in e.get("type", [])]
             if path == f"{name}.id" and kind == "resource" or path == "Resource.id":
                 codes = ["id"]
+        def entry(code, choice=None):
+            row = {"t": code}
+            if choice:
+                row["c"] = choice
+            if many:
+                row["m"] = 1
+            if binding:
+                row["b"] = binding
+            flags(row, e)
+            return row
+
         if leaf.endswith("[x]"):
             base = leaf[:-3]
-            keys = []
-            for c in codes:
-                key = base + c[0].upper() + c[1:]
-                entry = {"t": c, "c": base}
-                if many:
-                    entry["m"] = 1
-                if binding:
-                    entry["b"] = binding
-                t["elements"][key] = entry
-                keys.append(key)
-            if e.get("min", 0) >= 1:
-                t["required"].append(keys)
+            keys = [base + c[0].upper() + c[1:] for c in codes]
+            for key, c in zip(keys, codes):
+                t["elements"][key] = entry(c, base)
         else:
             assert len(codes) == 1, (path, codes)
-            entry = {"t": codes[0]}
-            if many:
-                entry["m"] = 1
-            if binding:
-                entry["b"] = binding
-            t["elements"][leaf] = entry
-            if e.get("min", 0) >= 1:
-                t["required"].append([leaf])
+            keys = [leaf]
+            t["elements"][leaf] = entry(codes[0])
+        if e.get("min", 0) >= 1:
+            t["required"].append(keys)
         if binding:
             bindings.add(binding)
 

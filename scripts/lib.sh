@@ -148,3 +148,28 @@ psql_admin() {
     PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning' \
         psql "$FHIRSTREAM_PG_ADMIN_URL" -XAtq -v ON_ERROR_STOP=1 "$@"
 }
+
+# pip_venv NAME PKG==VERSION...: a project-local venv .local/NAME holding
+# exactly these pinned PyPI packages, installed on first use (or when the
+# pins change) and reused after; concurrent callers are serialised by flock.
+# Prints nothing; the venv's python is $LOCAL_DIR/NAME/bin/python.
+pip_venv() {
+    local name="$1"; shift
+    local venv="$LOCAL_DIR/$name" stamp="$LOCAL_DIR/$name/.pins"
+    [[ -x "$venv/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "$*" ]] && return 0
+    mkdir -p "$LOCAL_DIR"
+    exec 9>"$LOCAL_DIR/.$name-install.lock"
+    flock 9
+    if ! [[ -x "$venv/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "$*" ]]; then
+        log "installing $* (PyPI) into .local/$name ..."
+        local pip_log="$LOCAL_DIR/$name-install.log"
+        rm -rf "$venv"
+        python3 -m venv "$venv" >"$pip_log" 2>&1 || die "python3 -m venv failed (see .local/$name-install.log)"
+        PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+            "$venv/bin/python" -m pip install --quiet "$@" >>"$pip_log" 2>&1 \
+            || die "could not install $* from PyPI (see .local/$name-install.log)"
+        printf '%s' "$*" >"$stamp"
+        log "installed .local/$name"
+    fi
+    exec 9>&-
+}

@@ -290,7 +290,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FHIRSTREAM_ROLES", value_delimiter = ',', default_value = "command,projector,query")]
     pub roles: Vec<Role>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "FHIRSTREAM_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Most entries accepted in one transaction or batch Bundle (a
     /// transaction is one JetStream atomic batch: at most 1000 by default).
@@ -485,6 +485,20 @@ pub struct AuthArgs {
     /// Required `aud` claim, if set.
     #[arg(long, env = "FHIRSTREAM_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// SMART discovery: the identity provider's authorization endpoint
+    /// (served in `.well-known/smart-configuration` and the
+    /// CapabilityStatement's `rest.security`; fhirstream stays a resource
+    /// server).
+    #[arg(long, env = "FHIRSTREAM_SMART_AUTHORIZE_URL")]
+    pub smart_authorize_url: Option<String>,
+    /// SMART discovery: the identity provider's token endpoint. Discovery is
+    /// served once this is set.
+    #[arg(long, env = "FHIRSTREAM_SMART_TOKEN_URL")]
+    pub smart_token_url: Option<String>,
+    /// SMART discovery: the capabilities to advertise, comma-separated
+    /// (those of the identity provider, e.g. client-confidential-asymmetric).
+    #[arg(long, env = "FHIRSTREAM_SMART_CAPABILITIES", value_delimiter = ',')]
+    pub smart_capabilities: Vec<String>,
 }
 
 impl ServeArgs {

@@ -134,6 +134,7 @@ impl App {
                     },
                 },
                 shareable,
+                smart: http::smart::SmartDiscovery::from_config(&cfg.auth),
             },
             auth,
             tenants,

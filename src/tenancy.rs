@@ -24,6 +24,8 @@ pub enum TenancyError {
     Database(#[from] sqlx::Error),
     #[error("the tenant projection did not apply the deletion within {0:?}; run the deletion again")]
     ProjectionTimeout(Duration),
+    #[error("the tenant's stream consumers could not be deleted: {0}; run the deletion again")]
+    Consumers(String),
 }
 
 /// What a deletion removed, and the proof that nothing is left.
@@ -32,7 +34,10 @@ pub struct Deletion {
     pub tenant: TenantId,
     pub events_purged: u64,
     pub events_remaining: u64,
+    /// Read-model rows, refused-event rows and snapshots left.
     pub rows_remaining: i64,
+    /// Analytics consumers (`{tenant}_{name}`) removed from the stream.
+    pub consumers_deleted: u64,
 }
 
 /// Creates a tenant. Stragglers of an earlier tenant of the same name (a
@@ -75,7 +80,28 @@ pub async fn delete(
     events_purged += store.purge_subjects(&filter).await?;
     let mut conn = pool.acquire().await?;
     projector::tenants::purge_rows(&mut conn, &tenant).await?;
+    let consumers_deleted = delete_consumers(store, &tenant).await?;
     let events_remaining = store.count_subjects(&filter).await?;
-    let rows_remaining = projector::tenants::count_rows(pool, &tenant).await?;
-    Ok((Deletion { tenant, events_purged, events_remaining, rows_remaining }, written))
+    let rows_remaining = projector::tenants::count_rows(pool, &tenant).await?
+        + projector::tenants::count_leftovers(pool, &tenant).await?;
+    Ok((Deletion { tenant, events_purged, events_remaining, rows_remaining, consumers_deleted }, written))
+}
+
+/// Deletes the tenant's analytics consumers on the resource stream
+/// (`fhirstream nats-auth` names them `{tenant}_{name}`, and tenant names
+/// never contain `_`, so the prefix is the tenant's alone). A consumer
+/// left behind would keep its position and hand a re-created tenant's
+/// client a cursor from the previous life.
+async fn delete_consumers(store: &EventStore, tenant: &TenantId) -> Result<u64, TenancyError> {
+    use futures::TryStreamExt as _;
+    let stream = store.resource_stream();
+    let prefix = format!("{tenant}_");
+    let names: Vec<String> =
+        stream.consumer_names().try_collect().await.map_err(|e| TenancyError::Consumers(e.to_string()))?;
+    let mut deleted = 0;
+    for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
+        stream.delete_consumer(&name).await.map_err(|e| TenancyError::Consumers(e.to_string()))?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }

@@ -472,6 +472,7 @@ async fn an_export_whose_node_died_is_reported_failed_instead_of_running_for_eve
     let then = chrono::Utc::now() - chrono::TimeDelta::seconds(60);
     let record = fhirstream::export::jobs::JobRecord {
         tenant: schemas::TenantId::parse(&t).unwrap(),
+        owner: Some("tester".into()),
         status: fhirstream::export::jobs::JobStatus::InProgress,
         request: app.fhir(&t, "$export"),
         transaction_time: then,
@@ -492,4 +493,41 @@ async fn an_export_whose_node_died_is_reported_failed_instead_of_running_for_eve
     // DELETE removes it either way.
     assert_eq!(app.http.delete(&status).bearer_auth(&bearer).send().await.unwrap().status(), 202);
     assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn a_group_export_holds_its_member_patients_and_their_compartments_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path()).await;
+    let (t, other) = (app.tenant("grp").await, app.tenant("grpother").await);
+    let bearer = token(&[&t], "system/*.read");
+    let (p1, p2) = (
+        create(&app, &t, json!({"resourceType": "Patient", "gender": "female"})).await,
+        create(&app, &t, json!({"resourceType": "Patient", "gender": "male"})).await,
+    );
+    let (o1, _o2) = (create(&app, &t, observation(&p1)).await, create(&app, &t, observation(&p2)).await);
+    let group = json!({"resourceType": "Group", "type": "person", "actual": true,
+        "member": [{"entity": {"reference": format!("Patient/{p1}")}}]});
+    let g = create(&app, &t, group.clone()).await;
+    let files = export(&app, &bearer, &app.fhir(&t, &format!("Group/{g}/$export"))).await;
+    // The Group itself is in p1's compartment (through `member`).
+    let expected: BTreeSet<(String, String)> =
+        [("Patient".to_string(), p1.clone()), ("Observation".to_string(), o1), ("Group".to_string(), g.clone())]
+            .into_iter()
+            .collect();
+    assert_eq!(ids(&files), expected, "p2 and its Observation stay out");
+    // The neighbour's token, or the neighbour's base, finds no such Group.
+    let nb = token(&[&other], "system/*.read");
+    let res = app
+        .http
+        .get(app.fhir(&other, &format!("Group/{g}/$export")))
+        .bearer_auth(&nb)
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let cs: Value = app.get(&t, "metadata").await.json().await.unwrap();
+    let grp = cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Group").unwrap();
+    assert!(grp["operation"].as_array().unwrap().iter().any(|o| o["name"] == "export"), "{grp}");
 }

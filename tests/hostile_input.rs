@@ -852,7 +852,11 @@ fn corpus(t: &str, other: &str) -> Vec<Case> {
         Case::new("1000 ids, the most one parameter may list", "POST", fhir("Patient/_search"), Bundle(Some(1)))
             .body("application/x-www-form-urlencoded", format!("_id={ids}fix")),
     );
-    c.push(Case::get("chains deeper than one", fhir("Observation?subject:Patient.link:Patient.name=x"), Outcome(400)));
+    c.push(Case::get(
+        "chains deeper than two",
+        fhir("Observation?subject:Patient.link:Patient.link:Patient.name=x"),
+        Outcome(400),
+    ));
     c.push(Case::get(
         "nested _has",
         fhir("Patient?_has:Observation:patient:_has:Observation:subject:code=x"),

@@ -282,7 +282,7 @@ async fn malformed_values_are_refused_and_unknown_parameters_ignored_unless_stri
         "Patient?family:fuzzy=x",
         "Patient?gender:missing=maybe",
         "Patient?_include=Patient:nothing",
-        "Observation?subject:Patient.organization.name=x",
+        "Observation?subject:Patient.organization.partof.name=x",
         "Patient?_cursor=abc.def",
     ] {
         let res = app.get(&t, bad).await;

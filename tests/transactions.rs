@@ -177,7 +177,7 @@ async fn twenty_concurrent_conditional_creates_make_exactly_one_resource() {
     let mut created = 0;
     for task in tasks {
         let (status, id) = task.await.unwrap();
-        assert!(status == 201 || status == 200 || status == 409, "{status}");
+        assert!(status == 201 || status == 200, "a loser answers with the winner, never 409: {status}");
         if status == 201 {
             created += 1;
         }

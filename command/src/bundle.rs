@@ -39,47 +39,7 @@ impl Method {
     }
 }
 
-/// Search criteria of a conditional operation. Until search lands, only
-/// `identifier=[system]|value` (or a bare value) is understood.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdentifierCriteria {
-    pub system: Option<String>,
-    pub value: String,
-}
-
-impl IdentifierCriteria {
-    /// Parses a query string such as `identifier=http://x|123`.
-    pub fn parse(query: &str) -> Result<Self, String> {
-        let query = query.trim_start_matches('?');
-        if query.split('&').any(|p| !p.is_empty() && !p.contains('=')) {
-            return Err(format!("'{query}' is not a search query"));
-        }
-        let mut found = None;
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "identifier" if found.is_none() => found = Some(v.into_owned()),
-                "identifier" => return Err("only one identifier criterion is supported".into()),
-                other => {
-                    return Err(format!("conditional operations support only 'identifier' for now, not '{other}'"));
-                }
-            }
-        }
-        let raw = found.ok_or("conditional operations need an identifier criterion")?;
-        let (system, value) = match raw.split_once('|') {
-            Some((s, v)) => ((!s.is_empty()).then(|| s.to_owned()), v.to_owned()),
-            None => (None, raw),
-        };
-        if value.is_empty() {
-            return Err("the identifier criterion needs a value".into());
-        }
-        // No stored identifier can hold NUL (validation refuses it), and
-        // PostgreSQL cannot compare it: a 400 here, not a database error.
-        if value.contains('\0') || system.as_deref().is_some_and(|s| s.contains('\0')) {
-            return Err("the identifier criterion must not contain NUL characters".into());
-        }
-        Ok(Self { system, value })
-    }
-}
+pub use crate::criteria::Criteria;
 
 /// One entry as the client sent it, checked for shape.
 #[derive(Debug, Clone)]
@@ -91,14 +51,17 @@ pub struct Entry {
     /// The id in the URL (PUT, PATCH, DELETE, GET), if any.
     pub id: Option<ResourceId>,
     /// Criteria of a conditional PUT/DELETE in the URL.
-    pub conditional: Option<IdentifierCriteria>,
+    pub conditional: Option<Criteria>,
     pub full_url: Option<String>,
     /// The resource (POST, PUT) or the JSON Patch document (PATCH).
     pub body: Option<Value>,
     pub if_match: Option<Version>,
-    pub if_none_exist: Option<IdentifierCriteria>,
+    pub if_none_exist: Option<Criteria>,
     /// An id already chosen for a POST entry (import), used by [`plan`].
     pub id_hint: Option<ResourceId>,
+    /// A GET entry without an id is a search: its query string (possibly
+    /// empty), answered with a searchset Bundle as the entry's resource.
+    pub search: Option<String>,
 }
 
 impl Entry {
@@ -116,6 +79,7 @@ impl Entry {
             if_match: None,
             if_none_exist: None,
             id_hint: None,
+            search: None,
         }
     }
 }
@@ -197,10 +161,8 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
         return Err(entry_err(index, format!("request.url '{url}' is not supported in a Bundle")));
     }
     let conditional = match (method, &id, query) {
-        (Method::Put | Method::Delete, None, Some(q)) => {
-            Some(IdentifierCriteria::parse(q).map_err(|m| entry_err(index, m))?)
-        }
-        (Method::Post, None, None) => None,
+        (Method::Put | Method::Delete, None, Some(q)) => Some(Criteria::parse(q).map_err(|m| entry_err(index, m))?),
+        (Method::Post, None, None) | (Method::Get, None, _) => None,
         (Method::Put | Method::Delete | Method::Patch | Method::Get, Some(_), None) => None,
         _ => return Err(entry_err(index, format!("request.url '{url}' does not fit {method:?}"))),
     };
@@ -211,7 +173,7 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
         .transpose()
         .map_err(|e| entry_err(index, format!("ifMatch: {e}")))?;
     let if_none_exist = match request.get("ifNoneExist").and_then(Value::as_str) {
-        Some(q) if method == Method::Post => Some(IdentifierCriteria::parse(q).map_err(|m| entry_err(index, m))?),
+        Some(q) if method == Method::Post => Some(Criteria::parse(q).map_err(|m| entry_err(index, m))?),
         Some(_) => return Err(entry_err(index, "ifNoneExist is only meaningful on POST")),
         None => None,
     };
@@ -220,7 +182,8 @@ fn parse_entry(index: usize, entry: Value) -> Result<Entry, BundleError> {
     if matches!(method, Method::Post | Method::Put | Method::Patch) && body.is_none() {
         return Err(entry_err(index, "entry.resource is required for POST, PUT and PATCH"));
     }
-    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist, id_hint: None })
+    let search = (method == Method::Get && id.is_none()).then(|| query.unwrap_or_default().to_owned());
+    Ok(Entry { index, method, rt, id, conditional, full_url, body, if_match, if_none_exist, id_hint: None, search })
 }
 
 /// A write decided by the planner: the resource's final id and (for POST and
@@ -453,9 +416,9 @@ mod tests {
             (
                 bundle(
                     "batch",
-                    json!([{"request": {"method": "PUT", "url": "Patient?name=x"}, "resource": {"resourceType": "Patient"}}]),
+                    json!([{"request": {"method": "PUT", "url": "Patient?_count=1"}, "resource": {"resourceType": "Patient"}}]),
                 ),
-                "only 'identifier'",
+                "shapes a search result",
             ),
         ];
         for (body, expected) in cases {
@@ -495,38 +458,10 @@ mod tests {
             ]),
         );
         let (_, entries) = parse(&body, 100).unwrap();
-        assert_eq!(
-            entries[0].if_none_exist,
-            Some(IdentifierCriteria { system: Some("http://x".into()), value: "1".into() })
-        );
+        assert_eq!(entries[0].if_none_exist, Some(Criteria::parse("identifier=http://x|1").unwrap()));
         let existing = HashMap::from([(0, ResourceId::parse("old").unwrap())]);
         let planned = plan(entries, seq_ids(), &existing, &Rules::default()).unwrap();
         let obs = planned.iter().find(|p| p.entry.index == 1).unwrap();
         assert_eq!(obs.resource.as_ref().unwrap()["subject"]["reference"], "Patient/old");
-    }
-
-    #[test]
-    fn identifier_criteria_parse_in_their_three_forms() {
-        assert_eq!(
-            IdentifierCriteria::parse("identifier=s%7Cv").unwrap(),
-            IdentifierCriteria { system: Some("s".into()), value: "v".into() }
-        );
-        assert_eq!(
-            IdentifierCriteria::parse("identifier=|v").unwrap(),
-            IdentifierCriteria { system: None, value: "v".into() }
-        );
-        assert_eq!(IdentifierCriteria::parse("?identifier=v").unwrap().value, "v");
-        for bad in [
-            "",
-            "identifier=",
-            "identifier=s|",
-            "name=x",
-            "identifier=a&identifier=b",
-            "x",
-            "identifier=%00",
-            "identifier=%00|v",
-        ] {
-            assert!(IdentifierCriteria::parse(bad).is_err(), "{bad}");
-        }
     }
 }

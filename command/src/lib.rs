@@ -10,6 +10,7 @@ pub mod applied;
 pub mod batch_slots;
 pub mod bundle;
 pub mod context;
+pub mod criteria;
 pub mod decide;
 pub mod index_cap;
 pub mod resources;

@@ -30,7 +30,9 @@ pub async fn create(
     {
         return Err(CommandError::TenantExists(tenant.to_string()));
     }
-    append(store, TenantEvent::new(tenant, TenantEventOp::Created, actor, name, config), expected).await
+    // A genuine earlier event (a deleted incarnation) makes this a re-creation.
+    let event = TenantEvent::created(tenant, actor, name, config, last.is_some());
+    append(store, event, expected).await
 }
 
 /// Replaces a live tenant's name and configuration.
@@ -41,11 +43,14 @@ pub async fn configure(
     config: TenantConfig,
     actor: Actor,
 ) -> Result<TenantWritten, CommandError> {
-    let seq = match last(store, &tenant).await? {
-        (seq, Some(ev)) if ev.op != TenantEventOp::Deleted => seq,
+    let (seq, last) = match last(store, &tenant).await? {
+        (seq, Some(ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
-    append(store, TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config), seq).await
+    let mut event = TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config);
+    // Every event names its incarnation, so the last one alone says it.
+    event.incarnation = last.incarnation;
+    append(store, event, seq).await
 }
 
 /// Records a live tenant's deletion. Purging its events and rows is the
@@ -56,7 +61,9 @@ pub async fn delete(store: &EventStore, tenant: TenantId, actor: Actor) -> Resul
         (seq, Some(ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
-    append(store, TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config), seq).await
+    let mut event = TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config);
+    event.incarnation = last.incarnation;
+    append(store, event, seq).await
 }
 
 /// The tenant subject's last sequence (what the next event follows) and

@@ -10,11 +10,11 @@ use serde_json::{Map, Value, json, value::RawValue};
 use uuid::Uuid;
 
 use schemas::event::{RESOURCE_EVENT_SCHEMA, now};
-use schemas::subject::{identifier_claim_subject, resource_subject};
+use schemas::subject::{criteria_claim_subject, resource_subject};
 use schemas::validate::{Expect, Rules, ValidationError, check_resource_with};
 use schemas::{Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId, Version};
 
-use crate::bundle::{self, BundleError, Entry, IdentifierCriteria, Method, Planned};
+use crate::bundle::{self, BundleError, Criteria, Entry, Method, Planned};
 use crate::context::WriteContext;
 use crate::decide::{Current, Intent, decide_after};
 use crate::index_cap::check_cost;
@@ -36,6 +36,9 @@ pub enum EntryResult {
     Existing { rt: ResourceType, id: ResourceId, version: Version, resource: Option<Box<RawValue>> },
     /// A GET entry, for the caller to read after the commit is applied.
     Read { rt: ResourceType, id: ResourceId },
+    /// A GET entry without an id: a search, for the caller to run after the
+    /// commit is applied (`query` is its query string).
+    Search { rt: ResourceType, query: String },
 }
 
 /// A failed transaction: which entry, and why.
@@ -81,6 +84,10 @@ fn bundle_failure(e: BundleError) -> EntryFailure {
     }
 }
 
+/// How often a transaction with conditional entries is decided again after
+/// losing a race for a criteria claim.
+const CONDITIONAL_RETRIES: usize = 3;
+
 /// A conditional entry's resolution.
 enum Match {
     None,
@@ -92,6 +99,30 @@ impl Commands {
     /// written, and all writes are one atomic commit, so a failure leaves
     /// no event at all.
     pub async fn transaction(
+        &self,
+        cx: &WriteContext<'_>,
+        mut entries: Vec<Entry>,
+        read_model: &ReadModelMatches,
+        mut new_id: impl FnMut(&Entry) -> ResourceId,
+    ) -> Result<TxOutcome, EntryFailure> {
+        // A conditional create (or update that creates) that loses the race
+        // for its criteria claim is decided again: the claim now names the
+        // winner, so the loser answers with it instead of a 409.
+        let conditional = entries.iter().any(|e| e.if_none_exist.is_some() || e.conditional.is_some());
+        let mut attempt = 0;
+        loop {
+            let again = (conditional && attempt < CONDITIONAL_RETRIES).then(|| entries.clone());
+            match self.attempt(cx, entries, read_model, &mut new_id).await {
+                Err(EntryFailure { index: None, error: CommandError::Conflict }) if again.is_some() => {
+                    attempt += 1;
+                    entries = again.unwrap_or_default();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt(
         &self,
         cx: &WriteContext<'_>,
         entries: Vec<Entry>,
@@ -155,7 +186,7 @@ impl Commands {
         for p in planned {
             let i = p.entry.index;
             if p.entry.method == Method::Get {
-                reads.push((i, p.entry.rt, p.id));
+                reads.push((i, p.entry.rt, p.id, p.entry.search));
             } else if conditional_create_matched.contains(&i) {
                 matched.push((i, p.entry.rt, p.id));
             } else if !deletes_matching_nothing.contains(&i) {
@@ -267,7 +298,7 @@ impl Commands {
         for (index, subject, seq) in claims {
             let Some((_, _, w)) = written.iter().find(|(i, ..)| *i == index) else { continue };
             let payload = json!({
-                "schema": "fhirstream.identifier-claim/1",
+                "schema": "fhirstream.criteria-claim/1",
                 "tenant": tenant, "resource_type": w.resource_type, "id": w.id, "version": w.version,
             });
             messages.push(BatchMessage {
@@ -299,8 +330,12 @@ impl Commands {
         for i in skipped_deletes.into_iter().chain(deletes_matching_nothing) {
             by_entry.insert(i, EntryResult::Deleted(None));
         }
-        for (i, rt, id) in reads {
-            by_entry.insert(i, EntryResult::Read { rt, id });
+        for (i, rt, id, search) in reads {
+            let result = match search {
+                Some(query) => EntryResult::Search { rt, query },
+                None => EntryResult::Read { rt, id },
+            };
+            by_entry.insert(i, result);
         }
         for (i, rt, id) in matched {
             let last = store
@@ -324,7 +359,7 @@ impl Commands {
     }
 }
 
-/// Decides what a conditional entry matches: the identifier claim (which
+/// Decides what a conditional entry matches: the criteria's claim (which
 /// conditional writers maintain atomically) and the read model's matches
 /// (which also see resources written without conditions). Returns the
 /// claim subject and its last sequence, for a write that must claim it.
@@ -332,36 +367,30 @@ async fn resolve(
     store: &EventStore,
     tenant: &TenantId,
     e: &Entry,
-    criteria: &IdentifierCriteria,
+    criteria: &Criteria,
     read_model: Option<&Vec<ResourceId>>,
 ) -> Result<(Match, Option<(String, Option<u64>)>), EntryFailure> {
     let mut ids: Vec<ResourceId> = read_model.cloned().unwrap_or_default();
-    let mut claim = None;
-    if let Some(system) = &criteria.system {
-        let subject = identifier_claim_subject(tenant, e.rt, system, &criteria.value);
-        let last = store.last_claim(&subject).await.map_err(fail(e.index))?;
-        let last_seq = last.as_ref().map(|l| l.seq);
-        if let Some(last) = last {
-            let claimed = serde_json::from_slice::<Value>(&last.payload)
-                .ok()
-                .and_then(|v| v.get("id").and_then(Value::as_str).and_then(|s| ResourceId::parse(s).ok()));
-            if let Some(id) = claimed {
-                // A claim counts only while its resource is live.
-                let live = match store
-                    .last_resource_event(&resource_subject(tenant, e.rt, &id))
-                    .await
-                    .map_err(fail(e.index))?
-                {
+    let subject = criteria_claim_subject(tenant, e.rt, &criteria.canonical());
+    let last = store.last_claim(&subject).await.map_err(fail(e.index))?;
+    let last_seq = last.as_ref().map(|l| l.seq);
+    if let Some(last) = last {
+        let claimed = serde_json::from_slice::<Value>(&last.payload)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).and_then(|s| ResourceId::parse(s).ok()));
+        if let Some(id) = claimed {
+            // A claim counts only while its resource is live.
+            let live =
+                match store.last_resource_event(&resource_subject(tenant, e.rt, &id)).await.map_err(fail(e.index))? {
                     Some(l) => !current_of(&l).map_err(fail(e.index))?.deleted,
                     None => false,
                 };
-                if live && !ids.contains(&id) {
-                    ids.push(id);
-                }
+            if live && !ids.contains(&id) {
+                ids.push(id);
             }
         }
-        claim = Some((subject, last_seq));
     }
+    let claim = Some((subject, last_seq));
     match ids.len() {
         0 => Ok((Match::None, claim)),
         1 => Ok((Match::One(ids.remove(0)), None)),

@@ -106,7 +106,7 @@ pub fn conformance(data: &[u8]) {
 /// distinct resource, and each body carries the id it was planned under.
 pub fn bundle(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = command::bundle::IdentifierCriteria::parse(text);
+        let _ = command::bundle::Criteria::parse(text);
     }
     let Ok((_, entries)) = command::bundle::parse(data, 1000) else { return };
     let mut n = 0u32;

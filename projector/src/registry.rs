@@ -37,7 +37,7 @@ fn direct(r: Result<StreamMessage, DirectGetError>) -> anyhow::Result<Option<Str
         Err(e) => Err(anyhow::Error::new(e).context("look the tenant up in the stream")),
     }
 }
-use schemas::{TenantConfig, TenantEvent, TenantEventOp, TenantId};
+use schemas::{Incarnation, TenantConfig, TenantEvent, TenantEventOp, TenantId};
 
 /// What the registry knows of a live tenant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -49,6 +49,9 @@ pub struct TenantState {
     /// Stream sequence of the event this state comes from.
     #[serde(skip)]
     pub seq: u64,
+    /// The tenant's current life; tokens issued before it are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
 }
 
 /// The newest known event of a tenant; `None` state is a deletion, kept so
@@ -117,6 +120,7 @@ impl TenantRegistry {
             config: event.config,
             updated_at: event.at,
             seq,
+            incarnation: event.incarnation,
         });
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         match entries.get(&event.tenant) {

@@ -61,8 +61,12 @@ pub async fn purge_rows_up_to(
     Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
 }
 
-/// Deletes every read-model row of a tenant; returns how many.
+/// Deletes every read-model row of a tenant, the events PostgreSQL
+/// refused for it and its kept snapshots; returns how many rows. A tenant
+/// created later under the same name must find nothing of this one.
 pub async fn purge_rows(conn: &mut sqlx::PgConnection, tenant: &TenantId) -> Result<u64, sqlx::Error> {
+    sqlx::query("delete from refused_events where tenant_id = $1").bind(tenant.as_str()).execute(&mut *conn).await?;
+    drop_snapshots(conn, tenant).await?;
     let a = sqlx::query("delete from resources where tenant_id = $1").bind(tenant.as_str()).execute(&mut *conn).await?;
     let b = sqlx::query("delete from resource_versions where tenant_id = $1")
         .bind(tenant.as_str())
@@ -71,6 +75,56 @@ pub async fn purge_rows(conn: &mut sqlx::PgConnection, tenant: &TenantId) -> Res
     let c =
         sqlx::query("delete from search_values where tenant_id = $1").bind(tenant.as_str()).execute(&mut *conn).await?;
     Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
+}
+
+/// The schemas of the kept snapshots (`fhirstream replay --into NAME`,
+/// one schema each with a `replay_meta` row naming its tenant) of `tenant`.
+async fn snapshots_of(conn: &mut sqlx::PgConnection, tenant: &TenantId) -> Result<Vec<String>, sqlx::Error> {
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "select n.nspname::text from pg_namespace n
+          where n.nspname like 'snapshot\\_%'
+            and to_regclass(quote_ident(n.nspname) || '.replay_meta') is not null",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut owned = Vec::new();
+    for schema in schemas {
+        let meta = format!("{}.replay_meta", quote_ident(&schema));
+        let owner: Option<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select tenant from {meta} limit 1")))
+                .fetch_optional(&mut *conn)
+                .await?;
+        if owner.as_deref() == Some(tenant.as_str()) {
+            owned.push(schema);
+        }
+    }
+    Ok(owned)
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Drops the kept snapshots built for `tenant`.
+async fn drop_snapshots(conn: &mut sqlx::PgConnection, tenant: &TenantId) -> Result<(), sqlx::Error> {
+    for schema in snapshots_of(conn, tenant).await? {
+        let drop = format!("drop schema {} cascade", quote_ident(&schema));
+        sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut *conn).await?;
+        info!(%tenant, schema, "snapshot of a deleted tenant dropped");
+    }
+    Ok(())
+}
+
+/// What a tenant still has outside the read models proper: refused-event
+/// rows and kept snapshots.
+pub async fn count_leftovers(pool: &PgPool, tenant: &TenantId) -> Result<i64, sqlx::Error> {
+    let refused: i64 = sqlx::query_scalar("select count(*) from refused_events where tenant_id = $1")
+        .bind(tenant.as_str())
+        .fetch_one(pool)
+        .await?;
+    let mut conn = pool.acquire().await?;
+    let snapshots = snapshots_of(&mut conn, tenant).await?.len() as i64;
+    Ok(refused + snapshots)
 }
 
 pub(crate) struct TenantProjection {

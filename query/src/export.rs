@@ -17,6 +17,9 @@ pub struct ExportFilter {
     /// Only resources with a reference to a Patient through one of these
     /// search parameters (the Patient compartment); `None` reads all.
     pub patient_params: Option<Vec<String>>,
+    /// Only these Patients and the resources in their compartments (a
+    /// Group's members); `None` reads every Patient's.
+    pub patient_ids: Option<Vec<String>>,
 }
 
 /// Where the rows come from: the tenant's own, or the shared space's rows
@@ -61,7 +64,9 @@ impl Queries {
                and ($5::text[] is null or exists (
                      select 1 from search_values s
                      where s.tenant_id = r.tenant_id and s.resource_type = r.resource_type and s.id = r.id
-                       and s.kind = 'r' and s.ref_type = 'Patient' and s.param = any($5)))
+                       and s.kind = 'r' and s.ref_type = 'Patient' and s.param = any($5)
+                       and ($7::text[] is null or s.ref_id = any($7))))
+               and ($7::text[] is null or r.resource_type <> 'Patient' or r.id = any($7))
              order by r.id
              limit $6",
         )
@@ -71,6 +76,7 @@ impl Queries {
         .bind(filter.since)
         .bind(filter.patient_params.as_deref())
         .bind(limit)
+        .bind(filter.patient_ids.as_deref())
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -99,12 +105,15 @@ impl Queries {
                and ($4::text[] is null or exists (
                      select 1 from search_values s
                      where s.tenant_id = r.tenant_id and s.resource_type = r.resource_type and s.id = r.id
-                       and s.kind = 'r' and s.ref_type = 'Patient' and s.param = any($4)))",
+                       and s.kind = 'r' and s.ref_type = 'Patient' and s.param = any($4)
+                       and ($5::text[] is null or s.ref_id = any($5))))
+               and ($5::text[] is null or r.resource_type <> 'Patient' or r.id = any($5))",
         )
         .bind(owner)
         .bind(rt.as_str())
         .bind(filter.since)
         .bind(filter.patient_params.as_deref())
+        .bind(filter.patient_ids.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -192,46 +192,6 @@ impl Queries {
     }
 }
 
-impl Queries {
-    /// Live resources of a type whose `identifier` holds `value` (with
-    /// `system`, when given): at most `limit`. The lookup conditional
-    /// operations use until the search index lands.
-    pub async fn find_by_identifier(
-        &self,
-        tenant: &TenantId,
-        rt: ResourceType,
-        system: Option<&str>,
-        value: &str,
-        limit: i64,
-    ) -> Result<Vec<ResourceId>, QueryError> {
-        let wanted = match system {
-            Some(system) => serde_json::json!([{ "system": system, "value": value }]),
-            None => serde_json::json!([{ "value": value }]),
-        };
-        let mut tx = self.begin(tenant).await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "select r.id
-             from resources r
-             join resource_versions v
-               on v.tenant_id = r.tenant_id and v.resource_type = r.resource_type
-              and v.id = r.id and v.version = r.version
-             where r.tenant_id = $1 and r.resource_type = $2 and not r.deleted
-               and v.resource -> 'identifier' @> $3
-             limit $4",
-        )
-        .bind(tenant.as_str())
-        .bind(rt.as_str())
-        .bind(wanted)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        ids.iter()
-            .map(|id| ResourceId::parse(id).map_err(|e| QueryError::Internal(anyhow::anyhow!("stored id: {e}"))))
-            .collect()
-    }
-}
-
 fn version_row(row: &sqlx::postgres::PgRow) -> Result<VersionRow, QueryError> {
     let version: i64 = row.try_get("version")?;
     Ok(VersionRow {

@@ -99,6 +99,24 @@ pub struct TenantEvent {
     pub name: String,
     #[serde(default)]
     pub config: TenantConfig,
+    /// The life of the tenant this event belongs to: its creation event.
+    /// Absent on events written before incarnations were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
+}
+
+/// One life of a tenant name: the event that created it. A name deleted
+/// and created again is a new incarnation, and tokens issued before it
+/// must not open it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incarnation {
+    /// The creation event's time.
+    pub at: DateTime<Utc>,
+    /// The creation event's id.
+    pub event_id: Uuid,
+    /// Whether the name had an earlier, deleted incarnation.
+    #[serde(default)]
+    pub recreated: bool,
 }
 
 impl TenantEvent {
@@ -112,7 +130,15 @@ impl TenantEvent {
             actor,
             name,
             config,
+            incarnation: None,
         }
+    }
+
+    /// A creation event, which starts an incarnation of its own.
+    pub fn created(tenant: TenantId, actor: Actor, name: String, config: TenantConfig, recreated: bool) -> Self {
+        let mut event = Self::new(tenant, TenantEventOp::Created, actor, name, config);
+        event.incarnation = Some(Incarnation { at: event.at, event_id: event.event_id, recreated });
+        event
     }
 }
 

@@ -15,10 +15,11 @@ pub mod scope;
 pub mod search;
 pub mod snapshot;
 pub mod subject;
+pub mod subset;
 pub mod tenant;
 pub mod validate;
 
-pub use event::{Actor, Commit, EventOp, ResourceEvent, TenantEvent, TenantEventOp};
+pub use event::{Actor, Commit, EventOp, Incarnation, ResourceEvent, TenantEvent, TenantEventOp};
 pub use outcome::{IssueCode, OperationOutcome};
 pub use resource::{ResourceId, ResourceType, Version};
 pub use snapshot::SnapshotName;

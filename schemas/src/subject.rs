@@ -45,19 +45,16 @@ pub fn tenant_subject(tenant: &TenantId) -> String {
     format!("fhirstream.tenants.{tenant}")
 }
 
-/// The subject of an identifier claim: `fhir.{tenant}.{Type}._key.{hash}`.
-/// Conditional writes claim the identifier they are conditioned on here, in
-/// the same atomic batch as the resource, so two racing conditional creates
-/// cannot both succeed. Five tokens, so resource filters `fhir.*.*.*` and
-/// `fhir.{t}.{Type}.*` never match it; the token is a SHA-256 of the system
-/// and value, so no identifier (often PHI) appears in a subject.
-pub fn identifier_claim_subject(tenant: &TenantId, rt: ResourceType, system: &str, value: &str) -> String {
+/// The subject of a criteria claim: `fhir.{tenant}.{Type}._key.{hash}`.
+/// Conditional writes claim the canonical form of the criteria they are
+/// conditioned on here, in the same atomic batch as the resource, so two
+/// racing conditional creates with the same criteria cannot both succeed.
+/// Five tokens, so resource filters `fhir.*.*.*` and `fhir.{t}.{Type}.*`
+/// never match it; the token is a SHA-256 of the criteria, so no search
+/// value (often PHI, an identifier) appears in a subject.
+pub fn criteria_claim_subject(tenant: &TenantId, rt: ResourceType, canonical_criteria: &str) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(system.as_bytes());
-    h.update([0u8]);
-    h.update(value.as_bytes());
-    let digest = h.finalize();
+    let digest = Sha256::digest(canonical_criteria.as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("fhir.{tenant}.{rt}._key.{hex}")
 }
@@ -148,12 +145,14 @@ mod tests {
     #[test]
     fn identifier_claims_hide_the_identifier_and_never_look_like_resource_subjects() {
         let (t, rt, _) = addr("acme", "Patient", "x");
-        let s = identifier_claim_subject(&t, rt, "http://hl7.org/fhir/sid/us-ssn", "999-12-3456");
+        let s = criteria_claim_subject(&t, rt, "identifier=http%3A%2F%2Fhl7.org%2Ffhir%2Fsid%2Fus-ssn%7C999-12-3456");
         assert!(!s.contains("999"));
         assert_eq!(s.split('.').count(), 5);
         assert!(parse_resource_subject(&s).is_err());
-        assert_ne!(s, identifier_claim_subject(&t, rt, "http://hl7.org/fhir/sid/us-ssn", "999-12-3457"));
-        assert_ne!(s, identifier_claim_subject(&t, rt, "http://hl7.org/fhir/sid/us-ssn9", "99-12-3456"));
+        assert_ne!(
+            s,
+            criteria_claim_subject(&t, rt, "identifier=http%3A%2F%2Fhl7.org%2Ffhir%2Fsid%2Fus-ssn%7C999-12-3457")
+        );
     }
 
     #[test]

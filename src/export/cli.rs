@@ -42,8 +42,14 @@ pub async fn run(args: ExportCliArgs) -> anyhow::Result<()> {
         .copied()
         .filter(|rt| state.config.shared_reads.as_ref().is_none_or(|only| only.iter().any(|t| t == rt.as_str())))
         .collect();
-    let spec =
-        ExportSpec { tenant: tenant.clone(), types, since: args.since, patient_level: args.patient, shared_reads };
+    let spec = ExportSpec {
+        tenant: tenant.clone(),
+        types,
+        since: args.since,
+        patient_level: args.patient,
+        patients: None,
+        shared_reads,
+    };
     let queries =
         Queries::connect(&args.conn.database_url, 2).await.context("connect to PostgreSQL as fhirstream_reader")?;
     // Writes during the export can move the total a little; the bar is a guide.

@@ -41,6 +41,10 @@ pub enum JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub tenant: TenantId,
+    /// The client (token `sub`) that started the job: the only one it
+    /// answers. Jobs stored before owners were recorded answer nobody.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub status: JobStatus,
     /// The kick-off request's URL.
     pub request: String,
@@ -84,11 +88,13 @@ impl ExportJobs {
     }
 
     /// Starts an export in the background; its id is the status URL's.
-    /// `tenant_cap` is the tenant's own override of the per-tenant share.
+    /// `owner` is the token subject that started the job; `tenant_cap` is
+    /// the tenant's own override of the per-tenant share.
     pub async fn start(
         self: &Arc<Self>,
         spec: ExportSpec,
         request: String,
+        owner: String,
         tenant_cap: Option<usize>,
     ) -> Result<Uuid, JobError> {
         let cap = schemas::quota::effective_cap(self.per_tenant, tenant_cap);
@@ -111,6 +117,7 @@ impl ExportJobs {
         let now = Utc::now();
         let record = JobRecord {
             tenant: spec.tenant.clone(),
+            owner: Some(owner),
             status: JobStatus::InProgress,
             request,
             transaction_time: now,

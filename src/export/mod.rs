@@ -30,6 +30,9 @@ pub struct ExportSpec {
     pub since: Option<DateTime<Utc>>,
     /// `Patient/$export`: Patients and the resources in their compartment.
     pub patient_level: bool,
+    /// `Group/{id}/$export`: only these Patients (the Group's members) and
+    /// their compartments; implies `patient_level`.
+    pub patients: Option<Vec<String>>,
     /// The types the tenant reads from the shared space; their shared rows
     /// are exported too, tagged like in search (system level only: shared
     /// resources belong to no patient of the tenant).
@@ -69,6 +72,7 @@ fn plan(spec: &ExportSpec, rt: ResourceType) -> (ExportFilter, Vec<ExportSource>
             (true, "Patient") | (false, _) => None,
             (true, _) => schemas::r4::patient_compartment(rt).map(|ps| ps.iter().map(|p| p.to_string()).collect()),
         },
+        patient_ids: spec.patients.clone(),
     };
     let mut sources = vec![ExportSource::Own];
     if !spec.patient_level && spec.shared_reads.contains(&rt) {

@@ -1,5 +1,8 @@
 //! Tenant administration: plain JSON (not FHIR resources); errors are still
-//! OperationOutcomes. Every call needs the `fhirstream/admin` scope.
+//! OperationOutcomes. Every call needs the `fhirstream/admin` scope, and
+//! that scope is bound to the token's tenants ([`admin_may`]): a tenant
+//! admin sees and configures only its own tenants; creating and deleting
+//! tenants is for platform tokens (`tenants: ["*"]`).
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +14,7 @@ use command::tenants;
 use projector::TenantState;
 use schemas::{TenantConfig, TenantId};
 
+use super::access::{AdminAction, Grant, admin_may};
 use super::auth::Caller;
 use super::extract::{LimitedBody, PathText};
 use super::{AdminDeps, ApiError, SharedState};
@@ -41,6 +45,27 @@ fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::NotFound("unknown tenant".into()))
 }
 
+/// 403 unless the caller may perform `action`.
+fn authorize(caller: &Caller, action: AdminAction<'_>) -> Result<(), ApiError> {
+    admin_may(caller.grant(), caller.is_admin(), action).map_err(ApiError::Forbidden)
+}
+
+/// Parses the tenant of an admin URL (authorize the action on it next).
+fn target(caller: &Caller, raw: &str) -> Result<TenantId, ApiError> {
+    let Ok(tenant) = TenantId::parse(raw) else {
+        // A malformed name is in no token's grant: only a platform admin
+        // learns that it names no tenant; anyone else gets a refusal.
+        if caller.is_admin() && *caller.grant() == Grant::All {
+            return parse_tenant(raw);
+        }
+        if !caller.is_admin() {
+            authorize(caller, AdminAction::List)?;
+        }
+        return Err(ApiError::Forbidden("this token does not administer that tenant".into()));
+    };
+    Ok(tenant)
+}
+
 /// `POST /admin/tenants`
 #[utoipa::path(post, path = "/admin/tenants", tag = "admin", operation_id = "create-tenant", request_body = super::openapi::TenantDocument, responses(super::openapi::AdminResponses))]
 pub(super) async fn create(
@@ -48,7 +73,7 @@ pub(super) async fn create(
     caller: Caller,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
+    authorize(&caller, AdminAction::Create)?;
     let new: NewTenant = parse_body(&body)?;
     let tenant = TenantId::parse_new(&new.id).map_err(|e| ApiError::Invalid(e.to_string(), Some("id".into())))?;
     new.config.validate().map_err(|e| ApiError::Invalid(e, Some("config".into())))?;
@@ -73,8 +98,11 @@ pub(super) async fn create(
     responses(super::openapi::AdminResponses)
 )]
 pub(super) async fn list(State(state): State<SharedState>, caller: Caller) -> Result<Json<Vec<TenantState>>, ApiError> {
-    caller.require_admin()?;
-    Ok(Json(state.tenants.list()))
+    authorize(&caller, AdminAction::List)?;
+    let mut all = state.tenants.list();
+    // A tenant admin lists only the tenants it holds, in their current life.
+    all.retain(|t| caller.may_use(&t.id) && caller.require_incarnation(t).is_ok());
+    Ok(Json(all))
 }
 
 /// `GET /admin/tenants/{tenant}`
@@ -91,9 +119,11 @@ pub(super) async fn get(
     caller: Caller,
     PathText(raw): PathText,
 ) -> Result<Json<TenantState>, ApiError> {
-    caller.require_admin()?;
-    let tenant = parse_tenant(&raw)?;
-    state.tenants.get(&tenant).await?.map(Json).ok_or_else(|| ApiError::NotFound("unknown tenant".into()))
+    let tenant = target(&caller, &raw)?;
+    authorize(&caller, AdminAction::Read(&tenant))?;
+    let found = state.tenants.get(&tenant).await?.ok_or_else(|| ApiError::NotFound("unknown tenant".into()))?;
+    caller.require_incarnation(&found)?;
+    Ok(Json(found))
 }
 
 /// `PUT /admin/tenants/{tenant}`: replaces name and configuration.
@@ -104,8 +134,11 @@ pub(super) async fn configure(
     PathText(raw): PathText,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<TenantState>, ApiError> {
-    caller.require_admin()?;
-    let tenant = parse_tenant(&raw)?;
+    let tenant = target(&caller, &raw)?;
+    authorize(&caller, AdminAction::Configure(&tenant))?;
+    if let Some(current) = state.tenants.get(&tenant).await? {
+        caller.require_incarnation(&current)?;
+    }
     let update: TenantUpdate = parse_body(&body)?;
     update.config.validate().map_err(|e| ApiError::Invalid(e, Some("config".into())))?;
     let written =
@@ -131,8 +164,8 @@ pub(super) async fn delete(
     caller: Caller,
     PathText(raw): PathText,
 ) -> Result<Json<Deletion>, ApiError> {
-    caller.require_admin()?;
-    let tenant = parse_tenant(&raw)?;
+    let tenant = target(&caller, &raw)?;
+    authorize(&caller, AdminAction::Delete(&tenant))?;
     let store = state.commands()?.store();
     let admin: &AdminDeps =
         state.admin.as_ref().ok_or_else(|| ApiError::MethodNotAllowed("this node cannot delete tenants".into()))?;

@@ -6,6 +6,13 @@
 //! than the configured one are refused by construction. The claims say which
 //! tenants (`tenants` array, `"*"` for all, or one `tenant`) and which
 //! interactions (SMART `scope`) the caller may use.
+//!
+//! Hygiene the edge enforces before any claim is believed: an HS256 secret
+//! shorter than 32 bytes (the hash's output size, RFC 7518 3.2) is refused
+//! at start, because a short shared secret can be brute-forced offline from
+//! any one token; `nbf` is honoured (with the same 30 s leeway as `exp`);
+//! `iat` is kept, because a token issued before a tenant's current
+//! incarnation must not open it (see [`super::access::incarnation_allows`]).
 
 use std::collections::HashSet;
 
@@ -20,6 +27,7 @@ use serde::Deserialize;
 use schemas::scope::{Interaction, Scopes};
 use schemas::{Actor, ResourceType, TenantId};
 
+use super::access::{Grant, incarnation_allows};
 use super::{ApiError, SharedState};
 use crate::config::AuthArgs;
 
@@ -43,6 +51,12 @@ impl Authenticator {
         }
         let (key, alg) = match (&args.jwt_secret, &args.jwt_public_key) {
             (Some(secret), None) if !secret.is_empty() => {
+                anyhow::ensure!(
+                    secret.len() >= MIN_HS256_SECRET_BYTES,
+                    "the HS256 secret (--jwt-secret / FHIRSTREAM_JWT_SECRET) is {} bytes; use at least \
+                     {MIN_HS256_SECRET_BYTES} random bytes (e.g. `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)",
+                    secret.len()
+                );
                 (DecodingKey::from_secret(secret.as_bytes())?, Algorithm::HS256)
             }
             (None, Some(path)) => {
@@ -65,6 +79,8 @@ impl Authenticator {
         let mut validation = Validation::new(alg);
         validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
         validation.leeway = 30;
+        // Off by default in jsonwebtoken: a token not yet valid would pass.
+        validation.validate_nbf = true;
         // A configured issuer or audience must also be present: the library
         // checks these claims only when a token carries them.
         match &args.jwt_audience {
@@ -120,6 +136,7 @@ impl Authenticator {
             .map_err(|e| {
                 let why = match e.kind() {
                     jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
                     jsonwebtoken::errors::ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
                     jsonwebtoken::errors::ErrorKind::InvalidAudience => "the token's audience is not accepted",
                     jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted",
@@ -133,10 +150,16 @@ impl Authenticator {
     }
 }
 
+/// The shortest HS256 secret accepted: the output size of SHA-256.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
 /// What a development token grants.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenClaims {
     pub sub: String,
+    /// Issued at: a token older than a tenant's current incarnation is
+    /// refused on it.
+    pub iat: i64,
     pub exp: i64,
     pub tenants: Vec<String>,
     pub scope: String,
@@ -145,9 +168,11 @@ pub struct TokenClaims {
 impl TokenClaims {
     /// Claims valid for `ttl` from now.
     pub fn new(sub: &str, tenants: &[&str], scope: &str, ttl: std::time::Duration) -> Self {
+        let now = chrono::Utc::now().timestamp();
         Self {
             sub: sub.to_owned(),
-            exp: chrono::Utc::now().timestamp() + ttl.as_secs() as i64,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
             tenants: tenants.iter().map(|t| (*t).to_owned()).collect(),
             scope: scope.to_owned(),
         }
@@ -155,7 +180,7 @@ impl TokenClaims {
 }
 
 /// Signs claims with an HS256 secret (`fhirstream token`, tests).
-pub fn mint_hs256(secret: &str, claims: &TokenClaims) -> anyhow::Result<String> {
+pub fn mint_hs256(secret: &str, claims: &impl serde::Serialize) -> anyhow::Result<String> {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).context("use the secret")?;
     jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).context("sign the token")
 }
@@ -174,13 +199,8 @@ struct Claims {
     client_id: Option<String>,
     #[serde(default)]
     azp: Option<String>,
-}
-
-/// Which tenants a caller may use.
-#[derive(Debug, Clone)]
-enum Grant {
-    All,
-    Only(HashSet<String>),
+    #[serde(default)]
+    iat: Option<i64>,
 }
 
 /// The authenticated caller of a request.
@@ -189,30 +209,57 @@ pub(super) struct Caller {
     pub(super) actor: Actor,
     tenants: Grant,
     scopes: Scopes,
+    /// When the token was issued (`iat`), if it says.
+    issued_at: Option<i64>,
 }
 
 impl Caller {
     fn anonymous_admin() -> Self {
-        Self { actor: Actor { sub: "anonymous".into(), client: None }, tenants: Grant::All, scopes: Scopes::all() }
+        Self {
+            actor: Actor { sub: "anonymous".into(), client: None },
+            tenants: Grant::All,
+            scopes: Scopes::all(),
+            issued_at: None,
+        }
     }
 
     fn from_claims(c: Claims) -> Self {
         let mut names: Vec<String> = c.tenants.unwrap_or_default();
         names.extend(c.tenant);
-        let tenants =
-            if names.iter().any(|t| t == "*") { Grant::All } else { Grant::Only(names.into_iter().collect()) };
+        let tenants = Grant::from_claim(names);
         Self {
             actor: Actor { sub: c.sub, client: c.client_id.or(c.azp) },
             tenants,
             scopes: Scopes::parse(c.scope.as_deref().unwrap_or_default()),
+            issued_at: c.iat,
         }
     }
 
     /// Whether the token names this tenant (or all tenants).
     pub(super) fn may_use(&self, tenant: &TenantId) -> bool {
-        match &self.tenants {
-            Grant::All => true,
-            Grant::Only(set) => set.contains(tenant.as_str()),
+        self.tenants.covers(tenant)
+    }
+
+    /// The tenants the token grants.
+    pub(super) fn grant(&self) -> &Grant {
+        &self.tenants
+    }
+
+    /// Whether the token carries the `fhirstream/admin` scope.
+    pub(super) fn is_admin(&self) -> bool {
+        self.scopes.is_admin()
+    }
+
+    /// 401 unless the token was issued for the tenant's current
+    /// incarnation (not for a deleted tenant of the same name).
+    pub(super) fn require_incarnation(&self, tenant: &projector::TenantState) -> Result<(), ApiError> {
+        if incarnation_allows(&self.tenants, self.issued_at, tenant.incarnation.as_ref()) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized(
+                Some("invalid_token"),
+                "the token was issued before this tenant was (re)created; get a new token".into(),
+            ))
         }
     }
 
@@ -237,15 +284,6 @@ impl Caller {
     /// Whether the token's scopes allow `interaction` on `rt`.
     pub(super) fn allows(&self, rt: ResourceType, interaction: Interaction) -> bool {
         self.scopes.allows(rt.as_str(), interaction)
-    }
-
-    /// 403 unless the token carries the `fhirstream/admin` scope.
-    pub(super) fn require_admin(&self) -> Result<(), ApiError> {
-        if self.scopes.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("tenant administration needs the fhirstream/admin scope".into()))
-        }
     }
 }
 

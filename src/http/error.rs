@@ -220,7 +220,9 @@ impl From<crate::tenancy::TenancyError> for ApiError {
         match e {
             crate::tenancy::TenancyError::Command(e) => e.into(),
             crate::tenancy::TenancyError::Database(e) => Self::Unavailable(e.to_string()),
-            e @ crate::tenancy::TenancyError::ProjectionTimeout(_) => Self::Unavailable(e.to_string()),
+            e @ (crate::tenancy::TenancyError::ProjectionTimeout(_) | crate::tenancy::TenancyError::Consumers(_)) => {
+                Self::Unavailable(e.to_string())
+            }
         }
     }
 }

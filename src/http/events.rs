@@ -21,6 +21,7 @@ use schemas::genuine::{genuine_resource_event, op_name};
 use schemas::quota::effective_cap;
 use schemas::scope::Interaction;
 
+use super::access::bulk_types;
 use super::auth::Caller;
 use super::extract::InTenant;
 use super::search::query_pairs;
@@ -55,7 +56,6 @@ pub(super) async fn feed(
             "_type" => {
                 for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                     let rt = ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?;
-                    caller.require(rt, Interaction::Read)?;
                     named.push(rt);
                 }
             }
@@ -71,16 +71,15 @@ pub(super) async fn feed(
     if let Some(v) = headers.get("last-event-id") {
         since = Some(position(v.to_str().unwrap_or_default(), "Last-Event-ID")?);
     }
-    let readable: Vec<ResourceType> = if named.is_empty() {
-        ResourceType::all()
-            .filter(|rt| t.state.config.allows(rt.as_str()) && caller.allows(*rt, Interaction::Read))
-            .collect()
-    } else {
-        named
-    };
-    if readable.is_empty() {
-        return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
-    }
+    // The feed delivers every change of its types, like a search does:
+    // each needs read and search scope and must be enabled for the tenant.
+    // Named types are intersected with those; nothing left is a refusal.
+    let readable = bulk_types(
+        &named,
+        |rt| t.state.config.allows(rt.as_str()),
+        |rt| caller.allows(rt, Interaction::Read) && caller.allows(rt, Interaction::Search),
+    )
+    .map_err(ApiError::Forbidden)?;
     let feeds = &state.settings.limits.tenant_feeds;
     let cap = effective_cap(feeds.cap(), t.state.config.quotas.and_then(|q| q.feeds));
     let share = feeds.try_take_within(&t.tenant, cap).ok_or_else(|| {

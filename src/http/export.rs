@@ -1,8 +1,9 @@
 //! FHIR Bulk Data `$export` at system (tenant) and Patient level: async
 //! kick-off (202 + `Content-Location`), status polling, cancellation and
 //! the NDJSON downloads. Status and files answer 404 to a token without
-//! the tenant, exactly as for a job that does not exist, so nothing about
-//! another tenant's exports can be inferred.
+//! the tenant or of another client, exactly as for a job that does not
+//! exist, so nothing about another tenant's or client's exports can be
+//! inferred.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -14,12 +15,13 @@ use uuid::Uuid;
 use schemas::scope::Interaction;
 use schemas::{ResourceType, TenantId};
 
+use super::access::bulk_types;
 use super::auth::Caller;
-use super::extract::{InTenant, TypeTarget};
+use super::extract::{InTenant, InstanceTarget, TypeTarget};
 use super::search::query_pairs;
 use super::{ApiError, SharedState};
+use crate::export::ExportSpec;
 use crate::export::jobs::{ExportJobs, JobError, JobRecord, JobStatus};
-use crate::export::{ExportSpec, candidate_types};
 
 const NDJSON_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
@@ -31,7 +33,7 @@ pub(super) async fn system(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    kick_off(&state, &t, &caller, &headers, &uri, false).await
+    kick_off(&state, &t, &caller, &headers, &uri, Level::System).await
 }
 
 /// `GET /fhir/{tenant}/Patient/$export` (no other type level is defined).
@@ -44,11 +46,60 @@ pub(super) async fn type_level(
 ) -> Result<Response, ApiError> {
     if target.rt.as_str() != "Patient" {
         return Err(ApiError::invalid(format!(
-            "$export is defined at system level and for Patient (and Group/[id], not supported), not for {}",
+            "$export is defined at system level, for Patient and for Group/[id], not for {}",
             target.rt
         )));
     }
-    kick_off(&state, &target.t, &caller, &headers, &uri, true).await
+    kick_off(&state, &target.t, &caller, &headers, &uri, Level::Patient(None)).await
+}
+
+/// `GET /fhir/{tenant}/Group/{id}/$export`: the Group's member Patients
+/// and their compartments. The Group is the tenant's own, read like any
+/// resource (a missing or other tenant's Group is a plain 404).
+pub(super) async fn group_level(
+    State(state): State<SharedState>,
+    target: InstanceTarget,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    if target.rt.as_str() != "Group" {
+        return Err(ApiError::NotFound("instance-level $export is defined for Group only".into()));
+    }
+    caller.require(target.rt, Interaction::Read)?;
+    let queries = state.reads(&target.t)?;
+    let not_found = || ApiError::NotFound(format!("Group/{} is not known", target.id));
+    let group = match queries.read(&target.t.tenant, target.rt, &target.id).await? {
+        Some(query::ReadResult::Live(v)) => v.resource.ok_or_else(not_found)?,
+        _ => return Err(not_found()),
+    };
+    let members = group_members(&group).map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored Group: {e}")))?;
+    kick_off(&state, &target.t, &caller, &headers, &uri, Level::Patient(Some(members))).await
+}
+
+/// The Patient ids a Group's `member.entity` references name (relative
+/// `Patient/{id}` references; other member types have no compartment).
+fn group_members(group: &str) -> Result<Vec<String>, serde_json::Error> {
+    let group: serde_json::Value = serde_json::from_str(group)?;
+    let mut ids: Vec<String> = group["member"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["entity"]["reference"].as_str())
+        .filter_map(|r| r.strip_prefix("Patient/"))
+        .filter(|id| schemas::ResourceId::parse(id).is_ok())
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// What an export covers.
+enum Level {
+    System,
+    /// Patient level: every Patient, or only a Group's members.
+    Patient(Option<Vec<String>>),
 }
 
 fn jobs(state: &SharedState) -> Result<&std::sync::Arc<ExportJobs>, ApiError> {
@@ -70,8 +121,12 @@ async fn kick_off(
     caller: &Caller,
     headers: &HeaderMap,
     uri: &Uri,
-    patient_level: bool,
+    level: Level,
 ) -> Result<Response, ApiError> {
+    let (patient_level, patients) = match level {
+        Level::System => (false, None),
+        Level::Patient(members) => (true, members),
+    };
     if !prefers(headers, "respond-async") {
         return Err(ApiError::invalid("$export runs asynchronously: send Prefer: respond-async"));
     }
@@ -89,7 +144,6 @@ async fn kick_off(
                     if patient_level && schemas::r4::patient_compartment(rt).is_none() {
                         return Err(ApiError::invalid(format!("_type: {rt} is not in the Patient compartment")));
                     }
-                    caller.require(rt, Interaction::Read)?;
                     if !named.contains(&rt) {
                         named.push(rt);
                     }
@@ -117,20 +171,20 @@ async fn kick_off(
             }
         }
     }
-    let types: Vec<ResourceType> = if named.is_empty() {
-        let readable = |rt: ResourceType| t.state.config.allows(rt.as_str()) && caller.allows(rt, Interaction::Read);
-        candidate_types(readable, patient_level).collect()
-    } else {
-        named
+    // `_type` is intersected with what the token may read in bulk (read
+    // and search: an export enumerates, like a search); nothing left is a
+    // refusal, never an export of everything.
+    let enabled = |rt: ResourceType| {
+        t.state.config.allows(rt.as_str()) && (!patient_level || schemas::r4::patient_compartment(rt).is_some())
     };
-    if types.is_empty() {
-        return Err(ApiError::Forbidden("the token's scopes allow reading no type in this tenant".into()));
-    }
+    let bulk_readable =
+        |rt: ResourceType| caller.allows(rt, Interaction::Read) && caller.allows(rt, Interaction::Search);
+    let types = bulk_types(&named, enabled, bulk_readable).map_err(ApiError::Forbidden)?;
     let shared_reads = t.shared_reads.iter().copied().filter(|rt| types.contains(rt)).collect();
-    let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, shared_reads };
+    let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, patients, shared_reads };
     let request = format!("{}{}", state.settings.base_url, uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
     let own = t.state.config.quotas.and_then(|q| q.exports);
-    let job = jobs(state)?.start(spec, request, own).await.map_err(|e| match e {
+    let job = jobs(state)?.start(spec, request, caller.actor.sub.clone(), own).await.map_err(|e| match e {
         JobError::Busy => ApiError::Overloaded(e.to_string()),
         JobError::TenantBusy(_) => ApiError::TooManyRequests(e.to_string()),
         JobError::Io(e) => ApiError::Internal(e.context("start an export")),
@@ -157,7 +211,9 @@ fn parse_instant(raw: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 /// The tenant and job of a status or file URL. A token without the tenant,
-/// an unknown tenant and an unknown job are the same 404.
+/// an unknown tenant, an unknown job and another client's job are the same
+/// 404: a job answers only the client (`sub`) that started it, since its
+/// files hold what that client's scopes allowed, not the caller's.
 async fn job_target(
     state: &SharedState,
     caller: &Caller,
@@ -171,6 +227,9 @@ async fn job_target(
     }
     let job = Uuid::parse_str(job).map_err(|_| missing())?;
     let record = jobs(state)?.status(&tenant, job).await.map_err(ApiError::Internal)?.ok_or_else(missing)?;
+    if record.owner.as_deref() != Some(caller.actor.sub.as_str()) {
+        return Err(missing());
+    }
     Ok((tenant, job, record))
 }
 

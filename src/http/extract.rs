@@ -106,10 +106,12 @@ async fn params(parts: &mut Parts, state: &SharedState) -> Result<(InTenant, Has
             config,
             updated_at: chrono::DateTime::UNIX_EPOCH,
             seq: 0,
+            incarnation: None,
         };
         return Ok((InTenant { tenant, state, shared_reads: Vec::new(), snapshot: None }, params));
     }
     let tenant_state = state.tenants.get(&tenant).await?.ok_or_else(unknown)?;
+    caller.require_incarnation(&tenant_state)?;
     if let Some(limit) = tenant_state.config.max_body_bytes {
         parts.extensions.insert(TenantBodyLimit(limit));
     }
@@ -220,9 +222,55 @@ impl FromRequest<SharedState> for FhirBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        if let Some(binary) = native_binary(&req) {
+            let limit = body_limit(&req, state);
+            let bytes = read_limited(req, state, limit).await?;
+            return Ok(Self(binary.wrap(&bytes)));
+        }
         check_json_media_type(req.headers())?;
         let limit = body_limit(&req, state);
         Ok(Self(read_limited(req, state, limit).await?))
+    }
+}
+
+/// A `Binary` create or update sent in its own content type (a PDF, an
+/// image): FHIR lets a client post the bytes themselves, and the server
+/// keeps them as a Binary resource (`contentType`, base64 `data`).
+struct NativeBinary {
+    content_type: String,
+    /// The id of `PUT .../Binary/{id}`.
+    id: Option<String>,
+}
+
+fn native_binary(req: &Request) -> Option<NativeBinary> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if matches!(essence.as_str(), "application/fhir+json" | "application/json" | "") {
+        return None;
+    }
+    let mut segments = req.uri().path().trim_start_matches('/').split('/');
+    let (Some("fhir"), Some(_tenant), Some("Binary")) = (segments.next(), segments.next(), segments.next()) else {
+        return None;
+    };
+    let id = segments.next().map(str::to_owned);
+    if segments.next().is_some() {
+        return None;
+    }
+    Some(NativeBinary { content_type: ct.trim().to_owned(), id })
+}
+
+impl NativeBinary {
+    fn wrap(&self, bytes: &[u8]) -> Bytes {
+        use base64::Engine as _;
+        let mut resource = serde_json::json!({
+            "resourceType": "Binary",
+            "contentType": self.content_type,
+            "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+        if let Some(id) = &self.id {
+            resource["id"] = serde_json::Value::String(id.clone());
+        }
+        Bytes::from(resource.to_string())
     }
 }
 

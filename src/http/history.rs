@@ -77,7 +77,10 @@ pub(super) async fn type_history(
     caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    caller.require(target.rt, Interaction::Read)?;
+    // A type's history lists every resource of the type, like a search
+    // (SMART v2 puts history-type under `s`): read alone, which opens
+    // resources whose ids are known, must not enumerate them.
+    caller.require(target.rt, Interaction::Search)?;
     let scope = Scope { owner: target.t.tenant.clone(), rt: Some(target.rt), id: None };
     listing(&state, &target.t, &caller, scope, params(&uri)?).await
 }
@@ -97,9 +100,10 @@ pub(super) async fn system_history(
     caller: Caller,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    // Versions of every type: only for a token that may read every type.
-    if !ResourceType::all().all(|rt| caller.allows(rt, Interaction::Read)) {
-        return Err(ApiError::Forbidden("system history needs read access to every resource type".into()));
+    // Versions of every type: only for a token that may search every type
+    // (like type history, an enumeration; SMART v2 `s`).
+    if !ResourceType::all().all(|rt| caller.allows(rt, Interaction::Search)) {
+        return Err(ApiError::Forbidden("system history needs search access to every resource type".into()));
     }
     let scope = Scope { owner: t.tenant.clone(), rt: None, id: None };
     listing(&state, &t, &caller, scope, params(&uri)?).await

@@ -64,6 +64,7 @@ pub(super) async fn capability_statement(
         },
         "fhirVersion": config.fhir_version.as_deref().unwrap_or(FHIR_VERSION),
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
             "documentation": DOCUMENTATION,
@@ -75,16 +76,42 @@ pub(super) async fn capability_statement(
     if reads {
         add_bulk_export(&mut statement);
     }
-    Ok(fhir_json(StatusCode::OK, statement.to_string()))
+    if let Some(smart) = &state.settings.smart {
+        statement["rest"][0]["security"] = smart.security();
+    }
+    let body = statement.to_string();
+    // The statement changes only with the tenant's configuration and the
+    // server's build: a digest of it is a stable ETag, so clients revalidate
+    // with If-None-Match instead of downloading it again.
+    let etag = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        format!("W/\"{:016x}\"", h.finish())
+    };
+    let matches = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut res = if matches {
+        axum::response::IntoResponse::into_response(StatusCode::NOT_MODIFIED)
+    } else {
+        fhir_json(StatusCode::OK, body)
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    Ok(res)
 }
 
 const DOCUMENTATION: &str = "Search supports every R4 search parameter of type string, token, date, reference, \
 number, quantity and uri, with the modifiers :missing, :exact, :contains, :not, :text, :[Type], :below and :above; \
-chains and _has one level deep; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
-_summary (count, text, data, false) and _elements. Not supported: composite and special parameters (each \
-resource lists the ones it lacks), _text, _content, _query, _filter, _list, unit conversion of quantities, \
+chains two levels deep and _has one level deep; _text (narrative) and _content (whole resource) as full-text \
+searches of every word; _include and _revinclude (with :iterate, one level); _sort, _count, _total, \
+_summary (true, count, text, data, false; also on read) and _elements (mandatory and modifier elements always kept). Not supported: composite and special parameters (each \
+resource lists the ones it lacks), _query, _filter, _list, unit conversion of quantities, \
 token :in/:not-in/:below/:above/:of-type and reference :identifier. Conditional create, update and delete \
-match on identifier only.";
+take any supported search criteria; concurrent conditional creates with the same criteria make one resource.";
 
 /// FHIR Bulk Data: `$export` at system level and on Patient.
 fn add_bulk_export(statement: &mut Value) {
@@ -92,23 +119,29 @@ fn add_bulk_export(statement: &mut Value) {
     statement["instantiates"] = json!([format!("{IG}/CapabilityStatement/bulk-data")]);
     let rest = &mut statement["rest"][0];
     rest["operation"] = json!([{ "name": "export", "definition": format!("{IG}/OperationDefinition/export") }]);
-    if let Some(patient) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == "Patient"))
-    {
-        let export = json!({ "name": "export", "definition": format!("{IG}/OperationDefinition/patient-export") });
-        match patient["operation"].as_array_mut() {
+    for (rt, definition) in [("Patient", "patient-export"), ("Group", "group-export")] {
+        let Some(entry) = rest["resource"].as_array_mut().and_then(|rs| rs.iter_mut().find(|r| r["type"] == rt)) else {
+            continue;
+        };
+        let export = json!({ "name": "export", "definition": format!("{IG}/OperationDefinition/{definition}") });
+        match entry["operation"].as_array_mut() {
             Some(ops) => ops.push(export),
-            None => patient["operation"] = json!([export]),
+            None => entry["operation"] = json!([export]),
         }
     }
 }
 
 fn common_params() -> Vec<Value> {
     let Some(any) = ResourceType::all().next() else { return Vec::new() };
-    search::params(any)
+    let mut params: Vec<Value> = search::params(any)
         .iter()
         .filter(|p| p.name.starts_with('_'))
         .map(|p| json!({ "name": p.name, "definition": p.url, "type": p.kind.as_str() }))
-        .collect()
+        .collect();
+    // Full text, answered by PostgreSQL rather than the index.
+    params.push(json!({ "name": "_text", "definition": "http://hl7.org/fhir/SearchParameter/DomainResource-text", "type": "string" }));
+    params.push(json!({ "name": "_content", "definition": "http://hl7.org/fhir/SearchParameter/Resource-content", "type": "string" }));
+    params
 }
 
 /// One type's entry: its interactions, parameters, includes and the
@@ -123,6 +156,7 @@ fn resource_entry(rt: ResourceType, allowed: &[ResourceType], interactions: &[Va
         "conditionalCreate": true,
         "conditionalUpdate": true,
         "conditionalDelete": "single",
+        "conditionalRead": "full-support",
         "operation": [{ "name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate" }],
     });
     if !reads {

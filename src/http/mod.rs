@@ -2,6 +2,7 @@
 //! and admin APIs. Handlers are thin: they parse, authorize, call the
 //! command or query service, and shape the FHIR response.
 
+mod access;
 mod admin;
 pub mod auth;
 mod bundle;
@@ -12,6 +13,7 @@ mod extract;
 mod history;
 pub mod limits;
 mod metadata;
+mod negotiate;
 mod observe;
 mod openapi;
 mod read;
@@ -19,6 +21,7 @@ pub mod response;
 mod search;
 pub mod shares;
 pub(crate) mod sharing;
+pub mod smart;
 mod transaction;
 mod validate;
 mod write;
@@ -57,6 +60,8 @@ pub struct HttpSettings {
     pub shareable: Vec<schemas::ResourceType>,
     /// Benchmarks only: writes skip R4 conformance validation.
     pub skip_conformance: bool,
+    /// SMART discovery, when the identity provider's endpoints are configured.
+    pub smart: Option<smart::SmartDiscovery>,
 }
 
 /// Search limits and the key that seals paging cursors.
@@ -160,6 +165,7 @@ pub fn router_with(state: SharedState, ops_here: bool) -> Router {
         .route("/fhir/{tenant}/{rtype}/_history", get(history::type_history))
         .route("/fhir/{tenant}/{rtype}/$validate", axum::routing::post(validate::type_level))
         .route("/fhir/{tenant}/{rtype}/{id}/$validate", axum::routing::post(validate::instance_level))
+        .route("/fhir/{tenant}/{rtype}/{id}/$export", get(export::group_level))
         .route("/fhir/{tenant}/{rtype}/_search", axum::routing::post(search::type_post))
         .route(
             "/fhir/{tenant}/{rtype}",
@@ -192,11 +198,13 @@ pub fn router_with(state: SharedState, ops_here: bool) -> Router {
         // Public, as FHIR and SMART clients expect; it reveals nothing about
         // a tenant to a caller who cannot prove access to it.
         .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
+        .route("/fhir/{tenant}/.well-known/smart-configuration", get(smart::configuration))
         .route("/health", get(|| async { "ok" }))
         .merge(if ops_here { ops_routes() } else { Router::new() })
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(negotiate::negotiate))
         // Outside routing and auth, so a hostile URL or header costs no
         // more than this check; inside `track`, so refusals are counted.
         .layer(middleware::from_fn_with_state(state.clone(), limits::bound))

@@ -9,10 +9,12 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use query::search::access::narrow_to_searchable;
 use query::search::{self, Hit, SearchOptions, SearchPage, SearchRequest, Summary};
 use schemas::ResourceType;
 use schemas::scope::Interaction;
 
+use super::access::{SystemTypes, system_search_types};
 use super::auth::Caller;
 use super::extract::{InTenant, LimitedBody, TypeTarget};
 use super::response::fhir_json;
@@ -144,26 +146,81 @@ async fn system_search(
     });
     for v in &type_params {
         for name in v.split(',').filter(|n| !n.is_empty()) {
-            let rt = ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?;
-            caller.require(rt, Interaction::Search)?;
-            named.push(rt);
+            named.push(ResourceType::parse(name).map_err(|e| ApiError::invalid(format!("_type: {e}")))?);
         }
     }
-    let readable = |rt: &ResourceType| t.state.config.allows(rt.as_str()) && caller.allows(*rt, Interaction::Search);
-    let types: Vec<ResourceType> = if named.is_empty() {
-        let all: Vec<ResourceType> = ResourceType::all().filter(readable).collect();
-        if all.is_empty() {
-            return Err(ApiError::Forbidden("the token's scopes allow no search in this tenant".into()));
-        }
-        // Every type readable: no type filter at all.
-        if all.len() == ResourceType::all().count() { Vec::new() } else { all }
-    } else {
-        named.retain(readable);
-        named
+    let decided = system_search_types(
+        &named,
+        |rt| t.state.config.allows(rt.as_str()),
+        |rt| caller.allows(rt, Interaction::Search),
+    )
+    .map_err(ApiError::Forbidden)?;
+    let types: Vec<ResourceType> = match decided {
+        SystemTypes::All => Vec::new(),
+        SystemTypes::Only(types) => types,
+        // Every named type is disabled: nothing can match. An empty list
+        // would mean "every type" to the query side, so answer here.
+        SystemTypes::Nothing => return empty_searchset(state, t, named, &type_params, &pairs, headers),
     };
     // `_type` stays in the links and in what a cursor is bound to.
     let type_pairs = type_params.iter().map(|v| ("_type".to_string(), v.clone())).collect::<Vec<_>>();
     run(state, t, caller, headers, (types, type_pairs), pairs, "").await
+}
+
+/// A search inside a batch or transaction (`GET Patient?family=x` as an
+/// entry): the same search as the type-level endpoint, its searchset Bundle
+/// returned as the entry's resource.
+pub(super) async fn bundle_entry_search(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    rt: ResourceType,
+    query: &str,
+) -> Result<Value, ApiError> {
+    caller.require(rt, Interaction::Search)?;
+    if !t.state.config.allows(rt.as_str()) {
+        return Err(ApiError::NotFound(format!("resource type {rt} is not enabled for this tenant")));
+    }
+    let pairs = query_pairs(query.as_bytes());
+    let body = searchset_bytes(state, t, caller, false, (vec![rt], Vec::new()), pairs, rt.as_str()).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The tenant's own live resources of `rt` matching a conditional write's
+/// criteria (at most `limit` ids): the read model's half of the answer, the
+/// criteria claim on the stream being the other. Unknown or unsupported
+/// parameters are errors here, never dropped: a condition that silently
+/// matched everything would update or delete the wrong resource.
+pub(super) async fn matching_ids(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    rt: ResourceType,
+    criteria: &[(String, String)],
+    limit: u32,
+) -> Result<Vec<schemas::ResourceId>, ApiError> {
+    let base = t.base_url(&state.settings.base_url);
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: true };
+    let mut req = search::parse(vec![rt], criteria, &cx)?;
+    // A condition that chains or uses `_has` reads those types like a search.
+    narrow_to_searchable(&mut req, &|rt| caller.allows(rt, Interaction::Search)).map_err(|rt| {
+        ApiError::Forbidden(format!("the token's scopes do not allow search of {rt}, which this condition reads"))
+    })?;
+    req.count = Some(limit);
+    req.total = search::Total::None;
+    let s = &state.settings.search;
+    let opts = SearchOptions {
+        default_count: limit,
+        max_count: limit,
+        max_included: 0,
+        key: &s.cursor_key,
+        caller: "conditional",
+    };
+    let page = state.reads(t)?.search(&t.tenant, &req, &opts).await?;
+    page.matches
+        .into_iter()
+        .map(|h| schemas::ResourceId::parse(&h.id).map_err(|e| ApiError::Internal(anyhow::anyhow!("a stored id: {e}"))))
+        .collect()
 }
 
 async fn run(
@@ -171,13 +228,30 @@ async fn run(
     t: &InTenant,
     caller: &Caller,
     headers: &HeaderMap,
-    (types, type_pairs): (Vec<ResourceType>, Vec<(String, String)>),
+    types: (Vec<ResourceType>, Vec<(String, String)>),
     pairs: Vec<(String, String)>,
     path: &str,
 ) -> Result<Response, ApiError> {
+    let body = searchset_bytes(state, t, caller, strict(headers), types, pairs, path).await?;
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+async fn searchset_bytes(
+    state: &SharedState,
+    t: &InTenant,
+    caller: &Caller,
+    strict: bool,
+    (types, type_pairs): (Vec<ResourceType>, Vec<(String, String)>),
+    pairs: Vec<(String, String)>,
+    path: &str,
+) -> Result<Vec<u8>, ApiError> {
     let base = t.base_url(&state.settings.base_url);
-    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict };
     let mut req = search::parse(types, &pairs, &cx)?;
+    // Chains and `_has` read other types: each needs search scope too.
+    narrow_to_searchable(&mut req, &|rt| caller.allows(rt, Interaction::Search)).map_err(|rt| {
+        ApiError::Forbidden(format!("the token's scopes do not allow search of {rt}, which this search reads"))
+    })?;
     req.shared = shared_in_play(&req, &t.shared_reads);
     // `_type` is the scope of a system search, already applied.
     req.canonical.splice(0..0, type_pairs);
@@ -192,6 +266,27 @@ async fn run(
     let page = state.reads(t)?.search(&t.tenant, &req, &opts).await?;
     let url = if path.is_empty() { base.clone() } else { format!("{base}/{path}") };
     let bundle = searchset(&state.settings.base_url, t, caller, &req, page, &url)?;
+    serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The answer to a system search that can match nothing: an empty
+/// searchset with a total of 0. The parameters are still parsed, so a
+/// malformed one is the same 400 it would be otherwise.
+fn empty_searchset(
+    state: &SharedState,
+    t: &InTenant,
+    named: Vec<ResourceType>,
+    type_params: &[String],
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let base = t.base_url(&state.settings.base_url);
+    let cx = search::Context { tenant_base: &base, now: chrono::Utc::now(), strict: strict(headers) };
+    let mut req = search::parse(named, pairs, &cx)?;
+    req.canonical.splice(0..0, type_params.iter().map(|v| ("_type".to_string(), v.clone())));
+    let link = serde_json::json!({"relation": "self", "url": link(&base, &req.canonical, &[])});
+    let bundle =
+        SearchSet { resource_type: "Bundle", r#type: "searchset", total: Some(0), link: vec![link], entry: vec![] };
     let body = serde_json::to_vec(&bundle).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(fhir_json(StatusCode::OK, body))
 }
@@ -225,7 +320,8 @@ struct SearchSet {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SearchEntry {
-    full_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_url: Option<String>,
     resource: Box<RawValue>,
     search: EntryMode,
 }
@@ -276,9 +372,9 @@ fn searchset(
             }
             serde_json::value::to_raw_value(&v).map_err(|e| ApiError::Internal(e.into()))?
         };
-        Ok(SearchEntry { full_url, resource, search: EntryMode { mode } })
+        Ok(SearchEntry { full_url: Some(full_url), resource, search: EntryMode { mode } })
     };
-    let shaped = req.elements.is_some() || matches!(req.summary, Summary::Text | Summary::Data);
+    let shaped = req.elements.is_some() || matches!(req.summary, Summary::True | Summary::Text | Summary::Data);
     let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
     for h in page.matches {
         entries.push(entry(h, "match", shaped)?);
@@ -290,38 +386,41 @@ fn searchset(
             entries.push(entry(h, "include", false)?);
         }
     }
+    // Lenient handling drops what it does not support, but says so: a
+    // client must not take an unfiltered result for a filtered one.
+    if !req.ignored.is_empty() {
+        let mut names: Vec<&str> = req.ignored.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "warning",
+            "code": "not-supported",
+            "diagnostics": format!(
+                "these search parameters are unknown or not supported and were ignored: {}; \
+                 send Prefer: handling=strict to have them refused",
+                names.join(", ")
+            ),
+        }]});
+        let resource = serde_json::value::to_raw_value(&outcome).map_err(|e| ApiError::Internal(e.into()))?;
+        entries.push(SearchEntry { full_url: None, resource, search: EntryMode { mode: "outcome" } });
+    }
     Ok(SearchSet { resource_type: "Bundle", r#type: "searchset", total: page.total, link: links, entry: entries })
 }
 
-/// Applies `_elements` and `_summary` to a match.
+/// Applies `_elements` and `_summary` to a match (`schemas::subset`).
 fn shape(raw: &str, req: &SearchRequest) -> Result<Value, ApiError> {
+    use schemas::subset::{self, Subset};
     let mut v: Value = serde_json::from_str(raw).map_err(|e| ApiError::Internal(e.into()))?;
-    let keep: Option<Vec<&str>> = match (&req.elements, req.summary) {
-        (Some(names), _) => Some(names.iter().map(String::as_str).collect()),
-        (None, Summary::Text) => Some(vec!["text"]),
-        _ => None,
+    let subset = match (&req.elements, req.summary) {
+        (Some(names), _) => Subset::Elements(names),
+        (None, Summary::True) => Subset::Summary,
+        (None, Summary::Text) => Subset::Text,
+        (None, Summary::Data) => Subset::Data,
+        (None, Summary::False | Summary::Count) => return Ok(v),
     };
-    let Some(obj) = v.as_object_mut() else { return Ok(v) };
-    let mut subsetted = false;
-    if let Some(keep) = keep {
-        let before = obj.len();
-        obj.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(&k.as_str()));
-        subsetted = obj.len() != before;
-    } else if req.summary == Summary::Data {
-        subsetted = obj.remove("text").is_some();
-    }
-    if subsetted {
-        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            let tags = meta.entry("tag").or_insert_with(|| serde_json::json!([]));
-            if let Some(tags) = tags.as_array_mut() {
-                tags.push(serde_json::json!({
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-                    "code": "SUBSETTED",
-                    "display": "subsetted"
-                }));
-            }
-        }
+    let rt = v.get("resourceType").and_then(Value::as_str).and_then(|t| ResourceType::parse(t).ok());
+    if let (Some(rt), Some(map)) = (rt, v.as_object_mut()) {
+        subset::apply(map, rt, &subset);
     }
     Ok(v)
 }

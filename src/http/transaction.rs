@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use command::bundle::{self, BundleError, BundleKind, Entry, IdentifierCriteria, Method};
+use command::bundle::{self, BundleError, BundleKind, Criteria, Entry, Method};
 use command::transaction::{EntryFailure, EntryResult, ReadModelMatches, TxOutcome};
 use query::ReadResult;
 use schemas::event::instant;
@@ -47,14 +47,17 @@ fn entry_failure(f: EntryFailure) -> ApiError {
 /// What the read model knows about each conditional entry's criteria.
 async fn read_model_matches(
     state: &SharedState,
-    tenant: &TenantId,
+    t: &InTenant,
+    caller: &Caller,
     entries: &[Entry],
 ) -> Result<ReadModelMatches, ApiError> {
     let mut matches = ReadModelMatches::new();
-    let Some(queries) = &state.queries else { return Ok(matches) };
+    if state.queries.is_none() {
+        return Ok(matches);
+    }
     for e in entries {
         if let Some(c) = e.if_none_exist.as_ref().or(e.conditional.as_ref()) {
-            let ids = queries.find_by_identifier(tenant, e.rt, c.system.as_deref(), &c.value, 2).await?;
+            let ids = super::search::matching_ids(state, t, caller, e.rt, c.pairs(), 2).await?;
             matches.insert(e.index, ids);
         }
     }
@@ -71,6 +74,20 @@ async fn run(
 ) -> Result<Result<TxOutcome, EntryFailure>, ApiError> {
     for e in &entries {
         caller.require(e.rt, interaction(e.method))?;
+        // A condition finds resources by content: that is a search, and a
+        // match can answer with the stored resource. Without search or
+        // read scope a create-only token could probe (and read) by it.
+        if (e.if_none_exist.is_some() || e.conditional.is_some())
+            && !caller.allows(e.rt, Interaction::Search)
+            && !caller.allows(e.rt, Interaction::Read)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "entry[{}]: a conditional {} needs search or read scope on {}",
+                e.index,
+                interaction(e.method).name(),
+                e.rt
+            )));
+        }
         if !t.state.config.allows(e.rt.as_str()) {
             return Err(ApiError::NotFound(format!(
                 "entry[{}]: resource type {} is not enabled for this tenant",
@@ -78,7 +95,7 @@ async fn run(
             )));
         }
     }
-    let matches = read_model_matches(state, &t.tenant, &entries).await?;
+    let matches = read_model_matches(state, t, caller, &entries).await?;
     let parts = super::write::WriteParts::new(state, t);
     let cx = parts.context(t, caller);
     let commands = state.commands()?;
@@ -107,7 +124,7 @@ pub(super) async fn bundle(
             let applied = settle_seq(&state, &headers, outcome.last_seq).await;
             let mut out = Vec::with_capacity(outcome.results.len());
             for result in outcome.results {
-                out.push(entry_json(&state, &t, &base, result, applied).await?);
+                out.push(entry_json(&state, &t, &caller, &base, result, applied).await?);
             }
             (out, outcome.last_seq, "transaction-response")
         }
@@ -130,7 +147,7 @@ pub(super) async fn bundle(
             let applied = settle_seq(&state, &headers, last_seq).await;
             for (_, result) in results {
                 out.push(match result {
-                    Ok(mut o) => entry_json(&state, &t, &base, o.results.remove(0), applied).await?,
+                    Ok(mut o) => entry_json(&state, &t, &caller, &base, o.results.remove(0), applied).await?,
                     Err(e) => error_entry(e),
                 });
             }
@@ -155,6 +172,7 @@ async fn settle_seq(state: &SharedState, headers: &HeaderMap, seq: Option<u64>) 
 async fn entry_json(
     state: &SharedState,
     t: &InTenant,
+    caller: &Caller,
     base: &str,
     result: EntryResult,
     applied: bool,
@@ -185,7 +203,8 @@ async fn entry_json(
         EntryResult::Deleted(None) => response("204 No Content", None, None),
         EntryResult::Existing { rt, id, version, resource } => {
             let mut e = response("200 OK", Some((rt.as_str(), &id, version)), None);
-            if let Some(r) = resource {
+            // The match's body only for a token that may read it.
+            if let Some(r) = resource.filter(|_| caller.allows(rt, Interaction::Read)) {
                 e["resource"] = serde_json::from_str(r.get()).unwrap_or(Value::Null);
             }
             e
@@ -210,6 +229,22 @@ async fn entry_json(
                 None => error_entry(ApiError::NotFound(format!("{rt}/{id} is not known"))),
             }
         }
+        EntryResult::Search { rt, query } => {
+            if !applied {
+                return Ok(error_entry(ApiError::Unavailable(
+                    "the transaction's writes are not yet searchable".into(),
+                )));
+            }
+            // A failing search fails its entry (batch) like any entry.
+            match super::search::bundle_entry_search(state, t, caller, rt, &query).await {
+                Ok(bundle) => {
+                    let mut e = response("200 OK", None, None);
+                    e["resource"] = bundle;
+                    e
+                }
+                Err(e) => error_entry(e),
+            }
+        }
     })
 }
 
@@ -224,16 +259,17 @@ fn error_entry(e: ApiError) -> Value {
     })
 }
 
-fn criteria(query: Option<String>) -> Result<IdentifierCriteria, ApiError> {
+fn criteria(query: Option<String>) -> Result<Criteria, ApiError> {
     let q = query
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::MethodNotAllowed("a conditional operation needs search criteria".into()))?;
-    IdentifierCriteria::parse(&q).map_err(|m| ApiError::Invalid(m, None))
+    Criteria::parse(&q).map_err(|m| ApiError::Invalid(m, None))
 }
 
 /// The single-resource answer of a one-entry transaction.
 async fn single(
     state: &SharedState,
+    caller: &Caller,
     headers: &HeaderMap,
     base: &str,
     outcome: TxOutcome,
@@ -259,7 +295,10 @@ async fn single(
             return Ok(res);
         }
         EntryResult::Existing { rt, id, version, resource } => {
-            let body = resource.map(|r| r.get().to_owned()).unwrap_or_default();
+            // A search-only token learns that (and where) a match exists,
+            // as a search would tell it; the body needs read scope.
+            let readable = caller.allows(rt, Interaction::Read);
+            let body = resource.filter(|_| readable).map(|r| r.get().to_owned()).unwrap_or_default();
             let mut res = fhir_json(StatusCode::OK, body);
             res.headers_mut().insert(
                 header::ETAG,
@@ -270,7 +309,9 @@ async fn single(
             }
             return Ok(res);
         }
-        EntryResult::Read { .. } => return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read"))),
+        EntryResult::Read { .. } | EntryResult::Search { .. } => {
+            return Err(ApiError::Internal(anyhow::anyhow!("a write produced a read")));
+        }
     };
     let location = format!("{base}/{}/{}/_history/{}", w.resource_type, w.id, w.version);
     let body = w.resource.as_ref().map(|r| r.get().to_owned()).unwrap_or_default();
@@ -295,12 +336,12 @@ pub(super) async fn conditional_create(
     if_none_exist: &str,
 ) -> Result<Response, ApiError> {
     let criteria =
-        IdentifierCriteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
+        Criteria::parse(if_none_exist).map_err(|m| ApiError::Invalid(format!("If-None-Exist: {m}"), None))?;
     let resource: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let entry = Entry { body: Some(resource), if_none_exist: Some(criteria), ..Entry::new(Method::Post, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `PUT /fhir/{tenant}/{type}?identifier=...`
@@ -324,7 +365,7 @@ pub(super) async fn conditional_update(
         ..Entry::new(Method::Put, target.rt)
     };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `DELETE /fhir/{tenant}/{type}?identifier=...`
@@ -345,7 +386,7 @@ pub(super) async fn conditional_delete(
 ) -> Result<Response, ApiError> {
     let entry = Entry { conditional: Some(criteria(query)?), ..Entry::new(Method::Delete, target.rt) };
     let outcome = run(&state, &target.t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &target.t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &target.t.tenant), outcome).await
 }
 
 /// `PATCH /fhir/{tenant}/{type}/{id}` with a JSON Patch document.
@@ -373,5 +414,5 @@ pub(super) async fn patch(
     };
     let t = target.t.clone();
     let outcome = run(&state, &t, &caller, vec![entry]).await?.map_err(single_failure)?;
-    single(&state, &headers, &base(&state, &t.tenant), outcome).await
+    single(&state, &caller, &headers, &base(&state, &t.tenant), outcome).await
 }

@@ -1,6 +1,6 @@
 //! Create, update and delete.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
@@ -22,9 +22,11 @@ pub(super) async fn create(
     target: TypeTarget,
     caller: Caller,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Create)?;
+    refuse_unused_query(query.as_deref(), "a create", "send them in If-None-Exist for a conditional create")?;
     check_resource_size(&state, body.len())?;
     if let Some(criteria) = headers.get("if-none-exist") {
         let criteria = criteria.to_str().map_err(|_| ApiError::invalid("If-None-Exist is not readable"))?.to_owned();
@@ -46,9 +48,11 @@ pub(super) async fn update(
     target: InstanceTarget,
     caller: Caller,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     caller.require(target.rt, Interaction::Update)?;
+    refuse_unused_query(query.as_deref(), "an update by id", "use PUT [type]?criteria for a conditional update")?;
     super::sharing::refuse_shadowing(&state, &target.t, target.rt, &target.id).await?;
     check_resource_size(&state, body.len())?;
     let if_match = if_match(&headers)?;
@@ -90,6 +94,24 @@ pub(super) async fn delete(
         res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     }
     Ok(res)
+}
+
+/// A write never ignores search parameters in silence: a client that sends
+/// `POST /Patient?identifier=x` expects a conditional create (fhirpy's
+/// `get_or_create` does), and would get a duplicate. Only the format
+/// parameters, which apply to every interaction, pass.
+fn refuse_unused_query(query: Option<&str>, what: &str, instead: &str) -> Result<(), ApiError> {
+    let unused: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .filter(|k| !matches!(k.as_str(), "_format" | "_pretty" | ""))
+        .collect();
+    match unused.first() {
+        None => Ok(()),
+        Some(first) => Err(ApiError::invalid(format!(
+            "{what} does not use URL parameters such as '{}'; {instead}",
+            first.chars().take(40).collect::<String>()
+        ))),
+    }
 }
 
 /// What a tenant's writes are decided with, besides the caller: its id
@@ -161,9 +183,18 @@ async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, w
     } else {
         written.resource.map(|r| Box::<str>::from(r).into_string()).unwrap_or_default()
     };
+    let applied = if prefer.contains("return=minimal") {
+        Some("return=minimal")
+    } else if outcome {
+        Some("return=OperationOutcome")
+    } else if prefer.contains("return=representation") {
+        Some("return=representation")
+    } else {
+        None
+    };
     let mut res = fhir_json(status, body);
-    if outcome {
-        res.headers_mut().insert("preference-applied", HeaderValue::from_static("return=OperationOutcome"));
+    if let Some(applied) = applied {
+        res.headers_mut().insert("preference-applied", HeaderValue::from_static(applied));
     }
     version_headers(res.headers_mut(), written.version, &written.last_updated);
     res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);

@@ -63,7 +63,8 @@ impl TestNats {
         }
         let store = dir.path().join("jetstream");
         let config = dir.path().join("server.conf");
-        let text = format!("listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {store:?} }}\n{body}\n");
+        let text =
+            format!("listen: \"127.0.0.1:{port}\"\nmax_payload: 20MB\njetstream {{ store_dir: {store:?} }}\n{body}\n");
         std::fs::write(&config, text).expect("write the NATS config");
         let mut nats = Self { child: None, port, url: format!("nats://127.0.0.1:{port}"), dir, config: Some(config) };
         nats.restart();
@@ -88,7 +89,13 @@ impl TestNats {
         let mut command = Command::new(nats_server_bin());
         match &self.config {
             Some(config) => command.arg("-c").arg(config),
-            None => command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.dir.path()),
+            None => {
+                // As scripts/ensure-nats.sh provisions it: 16 MiB resources fit.
+                let limits = self.dir.path().join("limits.conf");
+                std::fs::write(&limits, "max_payload: 20MB\n").expect("write the NATS limits");
+                command.arg("-c").arg(limits);
+                command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.dir.path())
+            }
         };
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start nats-server");
         self.child = Some(child);
@@ -155,7 +162,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
         ops_listen: None,
         base_url: None,
         roles: vec![Role::Command, Role::Projector, Role::Query],
-        max_body_bytes: 8 * 1024 * 1024,
+        max_body_bytes: 16 * 1024 * 1024,
         max_bundle_entries: 1000,
         read_your_writes_timeout_ms: 5000,
         unsafe_skip_conformance: false,
@@ -544,9 +551,18 @@ impl TestApp {
     /// it never sees, do not count).
     pub async fn caught_up(&self) -> bool {
         let js = async_nats::jetstream::new(self.nats.client().await);
-        let stream = js.get_stream("FHIR").await.expect("resource stream");
+        let mut stream = js.get_stream("FHIR").await.expect("resource stream");
+        let messages = stream.info().await.expect("stream info").state.messages;
         match stream.consumer_info("projector-main").await {
-            Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0,
+            // A consumer just created can report nothing pending before it
+            // has counted (seen under load with filter subjects): it has
+            // caught up only once it delivered something, unless there is
+            // nothing to deliver.
+            Ok(info) => {
+                info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && (info.delivered.stream_sequence > 0 || messages == 0)
+            }
             Err(_) => false,
         }
     }

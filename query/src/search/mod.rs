@@ -3,6 +3,7 @@
 //! tenant, page by keyset with sealed cursors, and add `_include` and
 //! `_revinclude` resources.
 
+pub mod access;
 pub mod cursor;
 pub mod parse;
 pub mod request;

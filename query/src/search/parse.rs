@@ -68,6 +68,8 @@ pub fn parse(types: Vec<ResourceType>, pairs: &[(String, String)], cx: &Context)
             req.ignored.push(key.clone());
         }
     }
+    // The format parameters apply to every interaction: never unknown.
+    req.ignored.retain(|k| k != "_format" && k != "_pretty");
     if cx.strict && !req.ignored.is_empty() {
         return Err(SearchError::Unknown(req.ignored.clone()));
     }
@@ -102,8 +104,8 @@ fn parse_one(req: &mut SearchRequest, key: &str, value: &str, cx: &Context) -> R
                 "false" => Summary::False,
                 "text" => Summary::Text,
                 "data" => Summary::Data,
-                "true" => return Err(invalid("_summary=true is not supported; use _elements")),
-                _ => return Err(invalid(format!("_summary must be count, text, data or false, not '{value}'"))),
+                "true" => Summary::True,
+                _ => return Err(invalid(format!("_summary must be true, count, text, data or false, not '{value}'"))),
             }
         }
         "_elements" => {
@@ -138,6 +140,12 @@ fn parse_one(req: &mut SearchRequest, key: &str, value: &str, cx: &Context) -> R
         "_lastUpdated" => {
             let preds = split_or(value).iter().map(|v| date_pred(v, cx)).collect::<Result<Vec<_>, _>>()?;
             req.clauses.push(Clause::LastUpdated(preds));
+        }
+        "_text" | "_content" => {
+            if value.trim().is_empty() {
+                return Err(invalid(format!("{key} needs words to search for")));
+            }
+            req.clauses.push(Clause::Text { whole: key == "_content", query: value.to_string() });
         }
         _ if key.starts_with("_has:") => {
             let Some(clause) = parse_has(&req.types, key, value, cx)? else { return Ok(false) };
@@ -192,7 +200,12 @@ fn split_modifier(key: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `subject:Patient.name=x` or `subject.name=x`: one level only.
+/// How many reference hops a chain may take (`subject:Patient.organization.name`
+/// is two): each hop is a join per candidate row.
+const MAX_CHAIN_DEPTH: usize = 2;
+
+/// `subject:Patient.name=x`, `subject.name=x`, or two levels deep
+/// (`subject:Patient.organization.name=x`).
 fn parse_chain(
     types: &[ResourceType],
     head: &str,
@@ -200,18 +213,45 @@ fn parse_chain(
     value: &str,
     cx: &Context,
 ) -> Result<Option<Clause>, SearchError> {
+    parse_chain_at(types, head, inner, value, cx, 1)
+}
+
+fn parse_chain_at(
+    types: &[ResourceType],
+    head: &str,
+    inner: &str,
+    value: &str,
+    cx: &Context,
+    depth: usize,
+) -> Result<Option<Clause>, SearchError> {
     let (name, modifier) = split_modifier(head);
     let Some(def) = lookup(types, name) else { return Ok(None) };
     if def.kind != ParamKind::Reference {
         return Err(invalid(format!("{head}.{inner}: only reference parameters can be chained")));
     }
-    if inner.contains('.') {
-        return Err(invalid(format!("{head}.{inner}: chains deeper than one level are not supported")));
-    }
     let candidates: Vec<ResourceType> = match modifier {
         Some(t) => vec![ResourceType::parse(t).map_err(|e| invalid(format!("{head}: {e}")))?],
         None => def.targets.clone(),
     };
+    if let Some((next_head, rest)) = inner.split_once('.') {
+        if depth >= MAX_CHAIN_DEPTH {
+            return Err(invalid(format!(
+                "{head}.{inner}: chains deeper than {MAX_CHAIN_DEPTH} levels are not supported"
+            )));
+        }
+        let (next_name, _) = split_modifier(next_head);
+        let targets: Vec<ResourceType> = candidates
+            .into_iter()
+            .filter(|t| search::param(*t, next_name).is_some_and(|p| p.kind == ParamKind::Reference))
+            .collect();
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let Some(inner_clause) = parse_chain_at(&targets, next_head, rest, value, cx, depth + 1)? else {
+            return Ok(None);
+        };
+        return Ok(Some(Clause::Chain { name: def.name, targets, inner: Box::new(inner_clause) }));
+    }
     let (inner_name, inner_modifier) = split_modifier(inner);
     let targets: Vec<ResourceType> =
         candidates.into_iter().filter(|t| search::param(*t, inner_name).is_some()).collect();

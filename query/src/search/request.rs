@@ -51,6 +51,9 @@ pub enum Clause {
     /// `_has:source:name:inner`: some `source` pointing here via `name`
     /// satisfies `inner`.
     Has { source: ResourceType, name: &'static str, inner: Box<Clause> },
+    /// `_text` (the narrative) or `_content` (the whole resource): a
+    /// PostgreSQL full-text match of every word of `query`.
+    Text { whole: bool, query: String },
 }
 
 /// A single value test.
@@ -161,6 +164,8 @@ pub enum Total {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
     False,
+    /// The summary elements of the base definitions.
+    True,
     Count,
     Text,
     Data,

@@ -196,6 +196,21 @@ pub fn clause(sql: &mut Sql, c: &Clause, at: &Alias) -> String {
                 at.id
             )
         }
+        Clause::Text { whole, query } => {
+            // Full text over the current version, computed per candidate
+            // row (no text index yet): other clauses narrow first.
+            let n = sql.alias();
+            let (r, v) = (format!("rt{n}"), format!("vt{n}"));
+            let q = sql.arg(Arg::Text(query.clone()));
+            let doc = if *whole { format!("{v}.resource::text") } else { format!("{v}.resource->'text'->>'div'") };
+            format!(
+                "exists (select 1 from resources {r} join resource_versions {v} on {v}.tenant_id = {r}.tenant_id \
+                 and {v}.resource_type = {r}.resource_type and {v}.id = {r}.id and {v}.version = {r}.version \
+                 where {r}.tenant_id = {} and {r}.resource_type = {} and {r}.id = {} \
+                 and to_tsvector('simple', coalesce({doc}, '')) @@ plainto_tsquery('simple', {q}::text))",
+                at.tenant, at.rtype, at.id
+            )
+        }
         Clause::Has { source, name, inner } => {
             let n = sql.alias();
             let (v, r) = (format!("v{n}"), format!("r{n}"));

@@ -6,7 +6,7 @@
 //! answered with the first mistake; then conformance to the R4 definitions
 //! (`walk.rs` over the table in `model.rs`), answered with every issue.
 
-mod model;
+pub(crate) mod model;
 mod narrative;
 mod profile;
 mod walk;

@@ -58,6 +58,10 @@ pub(crate) struct Element {
     pub(crate) choice: Option<(u8, Box<str>)>,
     /// A required binding to a value set the table could enumerate.
     pub(crate) binding: Option<ValueSetId>,
+    /// In the summary (`_summary=true`).
+    pub(crate) summary: bool,
+    /// A modifier element (kept by `_elements` whatever is asked).
+    pub(crate) modifier: bool,
 }
 
 #[derive(Debug)]
@@ -176,7 +180,14 @@ impl Model {
                         None => None,
                     };
                     let binding = e.b.as_deref().and_then(|u| vs_index.get(u).copied());
-                    let element = Element { ty: lookup(&e.t)?, many: e.m == 1, choice, binding };
+                    let element = Element {
+                        ty: lookup(&e.t)?,
+                        many: e.m == 1,
+                        choice,
+                        binding,
+                        summary: e.s == 1,
+                        modifier: e.x == 1,
+                    };
                     elements.push((key.as_str().into(), element));
                 }
                 elements.sort_unstable_by(|a: &(Box<str>, Element), b| a.0.cmp(&b.0));
@@ -240,6 +251,10 @@ struct ElementRow {
     m: u8,
     c: Option<String>,
     b: Option<String>,
+    #[serde(default)]
+    s: u8,
+    #[serde(default)]
+    x: u8,
 }
 
 #[cfg(test)]
