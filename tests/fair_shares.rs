@@ -32,7 +32,9 @@ async fn send(app: &TestApp, tenant: &str, bundle: &Value) -> (u16, Option<Strin
 
 #[tokio::test]
 async fn transactions_with_an_entry_too_large_to_publish_leave_no_batch_open_for_other_tenants() {
-    let app = TestApp::spawn().await;
+    // NATS's default payload limit (1 MB) under the 8 MB request limit: a
+    // transaction can carry an entry too large for one event.
+    let app = TestApp::spawn_on(support::TestNats::start_with_config(&[], "max_payload: 1MB"), |_| {}).await;
     let (a, b) = (app.tenant("oversize").await, app.tenant("neighbour").await);
     // The second entry exceeds NATS's 1 MB payload limit, below the 8 MB
     // request limit. Opened first, such a batch would stay open on the

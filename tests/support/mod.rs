@@ -218,8 +218,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        Self::spawn_on(TestNats::start(), configure).await
+    }
+
+    /// An app on a NATS server of the test's own (e.g. other limits).
+    pub async fn spawn_on(nats: TestNats, configure: impl FnOnce(&mut ServeArgs)) -> Self {
         fhirstream::telemetry::init(&fhirstream::config::LogArgs { log: "warn".into(), log_json: false });
-        let nats = TestNats::start();
         let db = TestDb::create().await;
         let mut cfg = serve_args(&nats, &db);
         configure(&mut cfg);
