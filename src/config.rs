@@ -277,6 +277,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FHIRSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address for `/health`, `/ready` and `/metrics` apart from the FHIR
+    /// API (e.g. only on an internal network); when set, the API address no
+    /// longer serves `/ready` and `/metrics`.
+    #[arg(long, env = "FHIRSTREAM_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
     /// Public base URL used in Location headers and Bundle links
     /// (default: http://{listen address}).
     #[arg(long, env = "FHIRSTREAM_BASE_URL")]
@@ -387,6 +392,55 @@ pub struct LimitArgs {
     /// batch, beside `--projector-batch` events (at least one event always).
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub projector_batch_bytes: usize,
+    /// Atomic batches (transactions, shareable-type and conditional
+    /// creates) this process keeps open at once (JetStream allows about 50
+    /// per stream, shared by every node).
+    #[arg(long, env = "FHIRSTREAM_MAX_OPEN_BATCHES", default_value_t = 24)]
+    pub max_open_batches: usize,
+    /// Atomic batches one tenant keeps open at once on this process, so one
+    /// tenant's transactions cannot take every slot.
+    #[arg(long, env = "FHIRSTREAM_TENANT_OPEN_BATCHES", default_value_t = 8)]
+    pub tenant_open_batches: usize,
+    /// Longest wait for a batch slot, in ms; then 503 with `Retry-After`.
+    #[arg(long, env = "FHIRSTREAM_BATCH_SLOT_WAIT_MS", default_value_t = 2000)]
+    pub batch_slot_wait_ms: u64,
+    /// Requests one tenant has in flight on this node; more are 429 with
+    /// `Retry-After` (0: no per-tenant cap).
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub tenant_max_concurrent_requests: usize,
+    /// Change feeds (`$events`) one tenant keeps open on this node (of 512).
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_FEEDS", default_value_t = 64)]
+    pub tenant_max_feeds: usize,
+    /// `$export` jobs one tenant runs at once on this node (of 4): half the
+    /// node, so at least two tenants always export side by side.
+    #[arg(long, env = "FHIRSTREAM_TENANT_MAX_EXPORTS", default_value_t = 2)]
+    pub tenant_max_exports: usize,
+    /// Statement timeout of every read-model query (reads, history and
+    /// `_at`, conditional lookups, search and includes, export), in ms, so
+    /// no request can hold a reader connection longer.
+    #[arg(long, env = "FHIRSTREAM_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub read_timeout_ms: u64,
+    /// Most search index rows one resource may have; a write exceeding it
+    /// is refused with 413, so no single resource can hold up the shared
+    /// projector (0: no cap).
+    #[arg(long, env = "FHIRSTREAM_MAX_INDEX_ROWS", default_value_t = 5_000)]
+    pub max_index_rows: usize,
+    /// Per-tenant usage metrics in this many hashed buckets (label
+    /// `bucket`, never a tenant name; 0: off). See `fhirstream tenants
+    /// bucket` for a tenant's bucket.
+    #[arg(long, env = "FHIRSTREAM_TENANT_USAGE_BUCKETS", default_value_t = 0)]
+    pub tenant_usage_buckets: u32,
+}
+
+impl LimitArgs {
+    /// How atomic batches are shared between tenants.
+    pub fn batch_limits(&self) -> command::BatchLimits {
+        command::BatchLimits {
+            global: self.max_open_batches,
+            per_tenant: self.tenant_open_batches,
+            wait: Duration::from_millis(self.batch_slot_wait_ms),
+        }
+    }
 }
 
 impl Default for LimitArgs {
@@ -399,6 +453,15 @@ impl Default for LimitArgs {
             header_read_timeout_ms: 10_000,
             max_connections: 4096,
             projector_batch_bytes: 16 * 1024 * 1024,
+            max_open_batches: 24,
+            tenant_open_batches: 8,
+            batch_slot_wait_ms: 2000,
+            tenant_max_concurrent_requests: 256,
+            tenant_max_feeds: 64,
+            tenant_max_exports: 2,
+            read_timeout_ms: 30_000,
+            max_index_rows: 5_000,
+            tenant_usage_buckets: 0,
         }
     }
 }
@@ -519,6 +582,10 @@ pub struct ExportArgs {
     /// load balancer must share it.
     #[arg(long, env = "FHIRSTREAM_EXPORT_DIR")]
     pub export_dir: Option<std::path::PathBuf>,
+    /// How long a finished export's files are kept, in seconds; then they
+    /// are removed (0: kept until deleted).
+    #[arg(long, env = "FHIRSTREAM_EXPORT_RETENTION_SECS", default_value_t = 86_400)]
+    pub export_retention_secs: u64,
 }
 
 impl ExportArgs {

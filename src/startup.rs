@@ -31,6 +31,8 @@ pub const MIN_NATS_VERSION: (u64, u64) = (2, 12);
 /// A built, bound, not yet running server.
 pub struct App {
     listener: TcpListener,
+    /// `--ops-listen`: `/health`, `/ready` and `/metrics` apart from the API.
+    ops: Option<(TcpListener, Router)>,
     router: Router,
     base_url: String,
     projector: Option<Projector>,
@@ -46,7 +48,10 @@ impl App {
         let nats = connect_nats(&cfg.conn).await?;
         let pool = connect_pg(&cfg.conn, cfg.db_pool_size).await?;
         projector::migrate::run(&pool).await.context("migrate the read models")?;
-        let store = open_store(&cfg.conn, nats.clone()).await?;
+        let store = open_store(&cfg.conn, nats.clone())
+            .await?
+            .with_batch_limits(cfg.limits.batch_limits())
+            .with_max_index_rows(cfg.limits.max_index_rows);
         let tenants = TenantRegistry::follow(store.jetstream(), &cfg.conn.tenant_stream).await?;
 
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
@@ -60,9 +65,13 @@ impl App {
         };
         let queries = match cfg.has(Role::Query) {
             true => Some(
-                Queries::connect(&cfg.conn.database_url, cfg.db_pool_size)
-                    .await
-                    .context("connect the query side to PostgreSQL as fhirstream_reader")?,
+                Queries::connect_with(
+                    &cfg.conn.database_url,
+                    cfg.db_pool_size,
+                    Duration::from_millis(cfg.limits.read_timeout_ms.max(1)),
+                )
+                .await
+                .context("connect the query side to PostgreSQL as fhirstream_reader")?,
             ),
             false => None,
         };
@@ -112,7 +121,9 @@ impl App {
                     cfg.limits.max_url_bytes,
                     cfg.limits.max_header_bytes,
                     cfg.limits.max_concurrent_requests,
-                ),
+                )
+                .with_tenant_shares(cfg.limits.tenant_max_concurrent_requests, cfg.limits.tenant_max_feeds)
+                .with_usage_buckets(cfg.limits.tenant_usage_buckets),
                 search: SearchSettings {
                     default_count: cfg.search.search_default_count.max(1),
                     max_count: cfg.search.search_max_count.max(1),
@@ -130,7 +141,11 @@ impl App {
             commands: cfg.has(Role::Command).then(|| Commands::new(store.clone())),
             applied,
             shutdown: shutdown.clone(),
-            exports: queries.clone().map(|q| crate::export::jobs::ExportJobs::new(cfg.export.dir(), q)),
+            exports: queries.clone().map(|q| {
+                let jobs = crate::export::jobs::ExportJobs::new(cfg.export.dir(), q, cfg.limits.tenant_max_exports);
+                jobs.spawn_sweeper(Duration::from_secs(cfg.export.export_retention_secs), shutdown.clone());
+                jobs
+            }),
             queries,
             admin,
             ops: Some(ops),
@@ -145,18 +160,30 @@ impl App {
             };
             Projector::new(pcfg, nats.clone(), pool.clone())
         });
-        let router = http::router(state).layer(TraceLayer::new_for_http().make_span_with(
+        let ops = match cfg.ops_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.with_context(|| format!("listen on {addr} (--ops-listen)"))?;
+                Some((l, http::ops_router(state.clone())))
+            }
+            None => None,
+        };
+        let router = http::router_with(state, ops.is_none()).layer(TraceLayer::new_for_http().make_span_with(
             |req: &axum::http::Request<_>| info_span!("request", method = %req.method(), path = %req.uri().path()),
         ));
         let connections = crate::serve::ConnectionLimits {
             header_read_timeout: Duration::from_millis(cfg.limits.header_read_timeout_ms),
             max_connections: cfg.limits.max_connections,
         };
-        Ok(Self { listener, router, base_url, projector, shutdown, connections })
+        Ok(Self { listener, ops, router, base_url, projector, shutdown, connections })
     }
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The port of `--ops-listen`, if set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(|a| a.port())
     }
 
     pub fn base_url(&self) -> &str {
@@ -187,6 +214,17 @@ impl App {
             })
         });
         info!(base_url = %self.base_url, "fhirstream listening");
+        // The operations address serves until the API has drained.
+        let ops_stop = CancellationToken::new();
+        let ops = self.ops.map(|(listener, router)| {
+            let stop = ops_stop.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+                if let Err(e) = served {
+                    warn!(error = %e, "the operations listener failed");
+                }
+            })
+        });
         // Endless responses (change feeds) end at the signal, or draining
         // would wait for them for ever...
         let requests = self.shutdown;
@@ -198,7 +236,12 @@ impl App {
         // ...but the projector stops only after the last request: a write in
         // flight at shutdown waits for its projection, which a stopped
         // projector would leave pending for the whole read-your-writes timeout.
-        crate::serve::serve(self.listener, self.router, self.connections, stop).await.context("serve HTTP")?;
+        let served = crate::serve::serve(self.listener, self.router, self.connections, stop).await;
+        ops_stop.cancel();
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
+        served.context("serve HTTP")?;
         token.cancel();
         if let Some(handle) = projector {
             match tokio::time::timeout(Duration::from_secs(10), handle).await {

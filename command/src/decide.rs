@@ -38,6 +38,13 @@ pub struct Decision {
 /// Decides a write. `Ok(None)` means there is nothing to do (deleting what
 /// does not exist, or is deleted already: FHIR deletes are idempotent).
 pub fn decide(current: Option<Current>, intent: Intent) -> Result<Option<Decision>, CommandError> {
+    decide_after(current.map_or(0, |c| c.seq), current, intent)
+}
+
+/// [`decide`] on a subject whose last sequence is `tail_seq`: that is what
+/// the next event must follow even when the messages after `current` (or
+/// all of the subject's messages) were skipped as not genuine.
+pub fn decide_after(tail_seq: u64, current: Option<Current>, intent: Intent) -> Result<Option<Decision>, CommandError> {
     let if_match = match intent {
         Intent::Put { if_match } | Intent::Delete { if_match } => if_match,
     };
@@ -47,7 +54,7 @@ pub fn decide(current: Option<Current>, intent: Intent) -> Result<Option<Decisio
             return Err(CommandError::PreconditionFailed { current: live });
         }
     }
-    let expected_seq = current.map_or(0, |c| c.seq);
+    let expected_seq = tail_seq;
     let version = current.map_or(Version::FIRST, |c| c.version.next());
     Ok(match (intent, current) {
         (Intent::Put { .. }, None) => Some(Decision { op: EventOp::Create, version, expected_seq }),
@@ -70,6 +77,14 @@ mod tests {
 
     fn at(version: u64, deleted: bool, seq: u64) -> Option<Current> {
         Some(Current { version: v(version), deleted, seq })
+    }
+
+    #[test]
+    fn a_subject_holding_only_skipped_messages_is_created_after_them_at_version_one() {
+        let d = decide_after(7, None, Intent::Put { if_match: None }).unwrap().unwrap();
+        assert_eq!((d.op, d.version, d.expected_seq), (EventOp::Create, Version::FIRST, 7));
+        let d = decide_after(9, at(2, false, 5), Intent::Put { if_match: None }).unwrap().unwrap();
+        assert_eq!((d.version, d.expected_seq), (v(3), 9), "the version follows the genuine event");
     }
 
     #[test]

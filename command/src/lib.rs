@@ -7,10 +7,12 @@
 //! crate never touches the read models.
 
 pub mod applied;
+pub mod batch_slots;
 pub mod bundle;
 pub mod context;
 pub mod criteria;
 pub mod decide;
+pub mod index_cap;
 pub mod resources;
 pub mod shared_ids;
 pub mod store;
@@ -18,6 +20,7 @@ pub mod tenants;
 pub mod transaction;
 
 pub use applied::AppliedWatch;
+pub use batch_slots::BatchLimits;
 pub use context::{NoProfiles, ProfileSource, WriteContext};
 pub use resources::{Commands, Written};
 pub use shared_ids::SharedIds;

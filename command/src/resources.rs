@@ -12,7 +12,8 @@ use schemas::{Actor, Commit, EventOp, ResourceEvent, ResourceId, ResourceType, T
 
 use crate::CommandError;
 use crate::context::WriteContext;
-use crate::decide::{Current, Decision, Intent, decide};
+use crate::decide::{Current, Decision, Intent, decide, decide_after};
+use crate::index_cap::check_cost;
 use crate::shared_ids::{SharedIds, claim_for_create, fresh_claim};
 use crate::store::{BatchMessage, EventStore, LastEvent, OP_HEADER, VERSION_HEADER};
 
@@ -80,8 +81,8 @@ impl Commands {
         let mut resource = Some(checked.resource);
         let mut attempt = 0;
         loop {
-            let current = self.current(tenant, rt, &id).await?;
-            let decision = decide(current, Intent::Put { if_match })?.context("a put always appends")?;
+            let (tail, current) = self.current(tenant, rt, &id).await?;
+            let decision = decide_after(tail, current, Intent::Put { if_match })?.context("a put always appends")?;
             let claimed = decision.op == EventOp::Create && shared_ids.covers(rt);
             // Keep a copy only while a lost claim race may be retried.
             let body = if claimed && attempt < CLAIM_RETRIES { resource.clone() } else { resource.take() };
@@ -107,8 +108,8 @@ impl Commands {
         id: ResourceId,
         if_match: Option<Version>,
     ) -> Result<Option<Written>, CommandError> {
-        let current = self.current(tenant, rt, &id).await?;
-        let Some(decision) = decide(current, Intent::Delete { if_match })? else {
+        let (tail, current) = self.current(tenant, rt, &id).await?;
+        let Some(decision) = decide_after(tail, current, Intent::Delete { if_match })? else {
             return Ok(None);
         };
         let written = self
@@ -118,18 +119,18 @@ impl Commands {
         Ok(Some(written))
     }
 
-    /// What the stream says about a resource now.
+    /// What the stream says about a resource now: its subject's last
+    /// sequence and its current (genuine) state.
     async fn current(
         &self,
         tenant: &TenantId,
         rt: ResourceType,
         id: &ResourceId,
-    ) -> Result<Option<Current>, CommandError> {
+    ) -> Result<(u64, Option<Current>), CommandError> {
         let subject = resource_subject(tenant, rt, id);
-        let Some(last) = self.store.last_resource_event(&subject).await? else {
-            return Ok(None);
-        };
-        current_of(&last).map(Some)
+        let tail = self.store.resource_tail(&subject).await?;
+        let current = tail.last.as_ref().map(current_of).transpose()?;
+        Ok((tail.seq, current))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -151,7 +152,9 @@ impl Commands {
         let resource = match resource {
             Some(mut r) => {
                 stamp(&mut r, &id, decision.version, &at);
-                Some(serde_json::value::to_raw_value(&r).context("serialize the resource")?)
+                let raw = serde_json::value::to_raw_value(&r).context("serialize the resource")?;
+                check_cost(rt, &mut r, raw.get().len(), self.store.max_resource_bytes(), self.store.max_index_rows())?;
+                Some(raw)
             }
             None => None,
         };

@@ -122,7 +122,7 @@ pub(crate) async fn claim_for_create(
         return Ok(None);
     }
     let subject = id_claim_subject(rt, id);
-    let last = store.last_resource_event(&subject).await?;
+    let last = store.last_claim(&subject).await?;
     let claim = match &last {
         Some(l) => serde_json::from_slice(&l.payload).unwrap_or_default(),
         None => IdClaim::default(),

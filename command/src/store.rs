@@ -15,15 +15,13 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use uuid::Uuid;
 
+use schemas::genuine::{NotGenuine, genuine_resource_event, genuine_tenant_event};
 use schemas::subject::{RESOURCE_SUBJECTS, TENANT_SUBJECTS};
 
 use crate::CommandError;
+use crate::batch_slots::{BatchLimits, BatchSlots};
 
-/// Header carrying an event's resource version, so the write side can read
-/// a subject's state without decoding the envelope.
-pub const VERSION_HEADER: &str = "Fhirstream-Version";
-/// Header carrying an event's op (`create`, `update`, `delete`).
-pub const OP_HEADER: &str = "Fhirstream-Op";
+pub use schemas::genuine::{OP_HEADER, VERSION_HEADER};
 
 /// Names and durability of the streams.
 #[derive(Debug, Clone)]
@@ -42,13 +40,30 @@ impl Default for StreamNames {
     }
 }
 
-/// The last event of a subject, as far as the write side cares.
+/// The last genuine event of a subject, as far as the write side cares.
 #[derive(Debug, Clone)]
 pub struct LastEvent {
     pub seq: u64,
     pub headers: HeaderMap,
     pub payload: Bytes,
 }
+
+/// Where a subject ends: its last sequence, which the next append on it
+/// must expect, and its last genuine event. They differ only when messages
+/// that are not fhirstream's events (see `schemas::genuine`) were placed
+/// on the subject: those are skipped, but a write must still follow them.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectTail {
+    /// The subject's last stream sequence (0: empty).
+    pub seq: u64,
+    /// Its last genuine event, if any.
+    pub last: Option<LastEvent>,
+}
+
+/// Most messages read walking a subject back to its last genuine event
+/// (only needed after a forged message); beyond it the write is refused as
+/// unavailable rather than trusting what it found.
+const MAX_WALK: u32 = 10_000;
 
 /// Handle to the streams.
 #[derive(Clone)]
@@ -57,14 +72,13 @@ pub struct EventStore {
     ack_timeout: Duration,
     resources: jetstream::stream::Stream,
     tenants: jetstream::stream::Stream,
-    /// Atomic batches this process has open at once: JetStream refuses
-    /// more than a few dozen per stream (429, "too many inflight").
-    batch_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Atomic batches this process has open at once, shared fairly between
+    /// tenants: JetStream refuses more than a few dozen per stream (429,
+    /// "too many inflight").
+    batch_slots: std::sync::Arc<BatchSlots>,
+    /// Most search index rows one written resource may have (0: no cap).
+    max_index_rows: usize,
 }
-
-/// Atomic batches one process opens at once (the server's default limit
-/// per stream is 50; other nodes may write too).
-const BATCH_SLOTS: usize = 24;
 /// How often a batch the server turned away as too many in flight is tried
 /// again before the write is reported unavailable (503).
 const BATCH_START_RETRIES: u32 = 6;
@@ -103,8 +117,32 @@ impl EventStore {
             .with_context(|| format!("create or update the tenant stream {}", names.tenants))?;
         let resources = js.get_stream(resources.config.name).await.context("open the resource stream")?;
         let tenants = js.get_stream(tenants.config.name).await.context("open the tenant stream")?;
-        let batch_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(BATCH_SLOTS));
-        Ok(Self { js, ack_timeout, resources, tenants, batch_slots })
+        let batch_slots = BatchSlots::new(BatchLimits::default());
+        let max_index_rows = crate::index_cap::DEFAULT_MAX_INDEX_ROWS;
+        Ok(Self { js, ack_timeout, resources, tenants, batch_slots, max_index_rows })
+    }
+
+    /// The same store with other shares of atomic batches.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        self.batch_slots = BatchSlots::new(limits);
+        self
+    }
+
+    /// The same store with another cap on a resource's index rows.
+    pub fn with_max_index_rows(mut self, max: usize) -> Self {
+        self.max_index_rows = max;
+        self
+    }
+
+    /// Most bytes one resource may have: what one event can carry (the
+    /// NATS payload limit), less room for the envelope around it.
+    pub fn max_resource_bytes(&self) -> usize {
+        self.js.client().server_info().max_payload.saturating_sub(4 * 1024)
+    }
+
+    /// Most search index rows one written resource may have (0: no cap).
+    pub fn max_index_rows(&self) -> usize {
+        self.max_index_rows
     }
 
     /// The JetStream context, for callers that need more than this API.
@@ -130,16 +168,37 @@ impl EventStore {
         }
     }
 
-    /// The last event on a resource subject, if any.
-    pub async fn last_resource_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
+    /// The tail of a resource subject: its last sequence and its last
+    /// genuine event.
+    pub async fn resource_tail(&self, subject: &str) -> Result<SubjectTail, CommandError> {
         self.require_connected()?;
-        last_on(&self.resources, subject).await
+        tail_on(&self.resources, subject, |m| {
+            genuine_resource_event(subject, |n| header(&m.headers, n), &m.payload).map(drop)
+        })
+        .await
     }
 
-    /// The last event on a tenant subject, if any.
-    pub async fn last_tenant_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
+    /// The last genuine event on a resource subject, if any.
+    pub async fn last_resource_event(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
+        Ok(self.resource_tail(subject).await?.last)
+    }
+
+    /// The last message on a claim subject (identifier and id claims), if
+    /// any. Claims are not resource events; their readers decode them
+    /// leniently and the claim is only a hint checked against the
+    /// resource's own (genuine) events.
+    pub async fn last_claim(&self, subject: &str) -> Result<Option<LastEvent>, CommandError> {
         self.require_connected()?;
-        last_on(&self.tenants, subject).await
+        tail_on(&self.resources, subject, |_| Ok(())).await.map(|t| t.last)
+    }
+
+    /// The tail of a tenant's lifecycle subject.
+    pub async fn tenant_tail(&self, subject: &str) -> Result<SubjectTail, CommandError> {
+        self.require_connected()?;
+        tail_on(&self.tenants, subject, |m| {
+            genuine_tenant_event(subject, |n| header(&m.headers, n), &m.payload).map(drop)
+        })
+        .await
     }
 
     /// Removes every resource event on `filter` (e.g. `fhir.acme.>`);
@@ -254,7 +313,18 @@ impl EventStore {
             return Err(CommandError::TooLarge(format!("{n} events exceed one atomic commit of {MAX_BATCH}")));
         }
         self.require_connected()?;
-        let _slot = self.batch_slots.acquire().await.map_err(|e| CommandError::Internal(e.into()))?;
+        // Every message is size-checked before the batch opens: a message
+        // refused half-way would leave the batch open on the server until
+        // its timeout, holding one of the stream's few batch slots.
+        let max = self.js.client().server_info().max_payload;
+        if let Some(m) = msgs.iter().find(|m| message_size(m) > max) {
+            return Err(CommandError::TooLarge(format!(
+                "an event of {} bytes exceeds the event stream's message size limit ({max} bytes)",
+                message_size(m)
+            )));
+        }
+        let tenant = msgs.iter().find_map(|m| tenant_of(&m.subject));
+        let _slot = self.batch_slots.take(tenant.as_ref()).await?;
         let client = self.js.client();
         let started = std::time::Instant::now();
         let mut last_ack = None;
@@ -314,6 +384,20 @@ impl EventStore {
     }
 }
 
+/// The bytes a batch message occupies against NATS's payload limit: its
+/// payload and headers, with room for the batch headers added when sent.
+fn message_size(m: &BatchMessage) -> usize {
+    let headers: usize = m.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    m.payload.len() + headers + m.subject.len() + 256
+}
+
+/// The tenant whose share a batch message counts against (`None` for the
+/// shared id-claim space `fhir._ids`, which is no tenant's).
+fn tenant_of(subject: &str) -> Option<schemas::TenantId> {
+    let token = subject.strip_prefix("fhir.")?.split('.').next()?;
+    schemas::TenantId::parse(token).ok()
+}
+
 /// Most events JetStream accepts in one atomic batch (server default).
 pub const MAX_BATCH: usize = 1000;
 
@@ -340,9 +424,62 @@ fn batch_error(code: u64, payload: &[u8]) -> CommandError {
     }
 }
 
-async fn last_on(stream: &jetstream::stream::Stream, subject: &str) -> Result<Option<LastEvent>, CommandError> {
-    match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok(Some(LastEvent { seq: m.sequence, headers: m.headers, payload: m.payload })),
+/// A header's value, as the pure check in `schemas::genuine` reads it.
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).map(|v| v.as_str())
+}
+
+/// Reads a subject's tail. The last message is almost always genuine; when
+/// it is not, it is skipped (counted, logged) and the subject is walked
+/// from its start to find the last genuine event.
+async fn tail_on(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    check: impl Fn(&async_nats::jetstream::message::StreamMessage) -> Result<(), NotGenuine> + Send + Sync,
+) -> Result<SubjectTail, CommandError> {
+    let last = match direct(stream.direct_get_last_for_subject(subject).await)? {
+        None => return Ok(SubjectTail::default()),
+        Some(m) => m,
+    };
+    let tail_seq = last.sequence;
+    match check(&last) {
+        Ok(()) => return Ok(SubjectTail { seq: tail_seq, last: Some(last_event(last)) }),
+        Err(why) => skipped(subject, tail_seq, &why),
+    }
+    let mut found = None;
+    let mut from = 1;
+    for _ in 0..MAX_WALK {
+        let next = direct(stream.direct_get_next_for_subject(subject, Some(from)).await)?;
+        let Some(m) = next.filter(|m| m.sequence < tail_seq) else {
+            return Ok(SubjectTail { seq: tail_seq, last: found });
+        };
+        from = m.sequence + 1;
+        match check(&m) {
+            Ok(()) => found = Some(last_event(m)),
+            Err(why) => skipped(subject, m.sequence, &why),
+        }
+    }
+    Err(CommandError::Unavailable(format!("{subject} holds too many messages that are not fhirstream events")))
+}
+
+fn last_event(m: async_nats::jetstream::message::StreamMessage) -> LastEvent {
+    LastEvent { seq: m.sequence, headers: m.headers, payload: m.payload }
+}
+
+/// Records a skipped message: a WARN with the subject (never the payload)
+/// and a counter labelled only by reader and reason (bounded cardinality).
+fn skipped(subject: &str, seq: u64, why: &NotGenuine) {
+    tracing::warn!(subject, seq, why = %why, "message that is not a genuine fhirstream event skipped");
+    metrics::counter!("fhirstream_stream_messages_skipped_total", "reader" => "write", "reason" => why.reason())
+        .increment(1);
+}
+
+/// A direct get's message, `None` when the subject has none.
+fn direct(
+    r: Result<async_nats::jetstream::message::StreamMessage, stream::DirectGetError>,
+) -> Result<Option<async_nats::jetstream::message::StreamMessage>, CommandError> {
+    match r {
+        Ok(m) => Ok(Some(m)),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::TimedOut | DirectGetErrorKind::Request) => {
             Err(CommandError::Unavailable(e.to_string()))

@@ -24,13 +24,13 @@ pub async fn create(
     config: TenantConfig,
     actor: Actor,
 ) -> Result<TenantWritten, CommandError> {
-    let last = last(store, &tenant).await?;
-    if let Some((_, ev)) = &last
+    let (expected, last) = last(store, &tenant).await?;
+    if let Some(ev) = &last
         && ev.op != TenantEventOp::Deleted
     {
         return Err(CommandError::TenantExists(tenant.to_string()));
     }
-    let expected = last.as_ref().map_or(0, |(seq, _)| *seq);
+    // A genuine earlier event (a deleted incarnation) makes this a re-creation.
     let event = TenantEvent::created(tenant, actor, name, config, last.is_some());
     append(store, event, expected).await
 }
@@ -44,7 +44,7 @@ pub async fn configure(
     actor: Actor,
 ) -> Result<TenantWritten, CommandError> {
     let (seq, last) = match last(store, &tenant).await? {
-        Some((seq, ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
+        (seq, Some(ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
     let mut event = TenantEvent::new(tenant, TenantEventOp::Configured, actor, name, config);
@@ -58,7 +58,7 @@ pub async fn configure(
 /// a deleted tenant whose purge can simply be repeated).
 pub async fn delete(store: &EventStore, tenant: TenantId, actor: Actor) -> Result<TenantWritten, CommandError> {
     let (seq, last) = match last(store, &tenant).await? {
-        Some((seq, ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
+        (seq, Some(ev)) if ev.op != TenantEventOp::Deleted => (seq, ev),
         _ => return Err(CommandError::TenantNotFound(tenant.to_string())),
     };
     let mut event = TenantEvent::new(tenant, TenantEventOp::Deleted, actor, last.name, last.config);
@@ -66,12 +66,15 @@ pub async fn delete(store: &EventStore, tenant: TenantId, actor: Actor) -> Resul
     append(store, event, seq).await
 }
 
-async fn last(store: &EventStore, tenant: &TenantId) -> Result<Option<(u64, TenantEvent)>, CommandError> {
-    let Some(last) = store.last_tenant_event(&tenant_subject(tenant)).await? else {
-        return Ok(None);
+/// The tenant subject's last sequence (what the next event follows) and
+/// its last genuine event; messages that are not genuine are skipped.
+async fn last(store: &EventStore, tenant: &TenantId) -> Result<(u64, Option<TenantEvent>), CommandError> {
+    let tail = store.tenant_tail(&tenant_subject(tenant)).await?;
+    let Some(last) = tail.last else {
+        return Ok((tail.seq, None));
     };
     let event: TenantEvent = serde_json::from_slice(&last.payload).context("decode the tenant's last event")?;
-    Ok(Some((last.seq, event)))
+    Ok((tail.seq, Some(event)))
 }
 
 async fn append(store: &EventStore, event: TenantEvent, expected: u64) -> Result<TenantWritten, CommandError> {

@@ -16,10 +16,11 @@ use schemas::{Commit, EventOp, ResourceEvent, ResourceId, ResourceType, TenantId
 
 use crate::bundle::{self, BundleError, Criteria, Entry, Method, Planned};
 use crate::context::WriteContext;
-use crate::decide::{Current, Intent, decide};
+use crate::decide::{Current, Intent, decide_after};
+use crate::index_cap::check_cost;
 use crate::resources::{current_of, op_str, stamp};
 use crate::shared_ids::claim_for_create;
-use crate::store::{BatchMessage, EventStore, OP_HEADER, VERSION_HEADER};
+use crate::store::{BatchMessage, EventStore, OP_HEADER, SubjectTail, VERSION_HEADER};
 use crate::{CommandError, Commands, Written};
 
 /// What happened to one entry.
@@ -195,9 +196,12 @@ impl Commands {
         let currents = try_join_all(writes.iter().map(|p| async {
             let subject = resource_subject(tenant, p.entry.rt, &p.id);
             let needs_read = p.entry.method != Method::Post;
-            let last =
-                if needs_read { store.last_resource_event(&subject).await.map_err(fail(p.entry.index))? } else { None };
-            Ok::<_, EntryFailure>(last)
+            let tail = if needs_read {
+                store.resource_tail(&subject).await.map_err(fail(p.entry.index))?
+            } else {
+                SubjectTail::default()
+            };
+            Ok::<_, EntryFailure>(tail)
         }))
         .await?;
 
@@ -205,14 +209,15 @@ impl Commands {
         //    any event is built; deletes of nothing append no event.
         let mut decided = Vec::with_capacity(writes.len());
         let mut skipped_deletes = Vec::new();
-        for (p, last) in writes.into_iter().zip(currents) {
+        for (p, tail) in writes.into_iter().zip(currents) {
             let i = p.entry.index;
+            let last = tail.last;
             let current = last.as_ref().map(current_of).transpose().map_err(fail(i))?;
             let intent = match p.entry.method {
                 Method::Delete => Intent::Delete { if_match: p.entry.if_match },
                 _ => Intent::Put { if_match: p.entry.if_match },
             };
-            match decide(current, intent).map_err(fail(i))? {
+            match decide_after(tail.seq, current, intent).map_err(fail(i))? {
                 Some(decision) => decided.push((p, current, last, decision)),
                 None => skipped_deletes.push(i),
             }
@@ -238,11 +243,12 @@ impl Commands {
             let resource = match resource {
                 Some(mut r) => {
                     stamp(&mut r, &p.id, decision.version, &at);
-                    Some(
-                        serde_json::value::to_raw_value(&r)
-                            .context("serialize the resource")
-                            .map_err(|e| fail(i)(e.into()))?,
-                    )
+                    let raw = serde_json::value::to_raw_value(&r)
+                        .context("serialize the resource")
+                        .map_err(|e| fail(i)(e.into()))?;
+                    let (max_bytes, max_rows) = (store.max_resource_bytes(), store.max_index_rows());
+                    check_cost(p.entry.rt, &mut r, raw.get().len(), max_bytes, max_rows).map_err(fail(i))?;
+                    Some(raw)
                 }
                 None => None,
             };
@@ -366,7 +372,7 @@ async fn resolve(
 ) -> Result<(Match, Option<(String, Option<u64>)>), EntryFailure> {
     let mut ids: Vec<ResourceId> = read_model.cloned().unwrap_or_default();
     let subject = criteria_claim_subject(tenant, e.rt, &criteria.canonical());
-    let last = store.last_resource_event(&subject).await.map_err(fail(e.index))?;
+    let last = store.last_claim(&subject).await.map_err(fail(e.index))?;
     let last_seq = last.as_ref().map(|l| l.seq);
     if let Some(last) = last {
         let claimed = serde_json::from_slice::<Value>(&last.payload)

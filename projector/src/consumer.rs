@@ -8,12 +8,13 @@ use futures::StreamExt as _;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use schemas::ResourceEvent;
-use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject, parse_resource_subject};
+use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject};
 
 use crate::apply::Sequenced;
+use crate::genuine::{self, Reader};
 use crate::tenants::TenantProjection;
 use crate::{refusal, store};
 
@@ -311,13 +312,8 @@ impl Projector {
                     continue;
                 }
             };
-            let event = match decode(&msg.subject, &msg.payload) {
-                Ok(event) => Some(event),
-                Err(why) => {
-                    error!(seq, subject = %msg.subject, why, "poison event skipped");
-                    None
-                }
-            };
+            let event =
+                genuine::resource_event(Reader::Projector, &msg.subject, seq, msg.headers.as_ref(), &msg.payload);
             carry.push(Consumed { msg, seq, pending, event });
         }
         let split = complete_prefix(carry);
@@ -499,18 +495,6 @@ pub(crate) fn complete_commits(commits: &[Option<&schemas::Commit>]) -> usize {
     commits.len() - tail
 }
 
-/// Parses an event and checks it is about the resource its subject names:
-/// the subject is what stream permissions and purges act on, so an envelope
-/// that disagrees with it is refused rather than trusted.
-pub(crate) fn decode(subject: &str, payload: &[u8]) -> Result<ResourceEvent, String> {
-    let addr = parse_resource_subject(subject).map_err(|e| e.to_string())?;
-    let event: ResourceEvent = serde_json::from_slice(payload).map_err(|e| format!("undecodable envelope: {e}"))?;
-    if event.tenant != addr.tenant || event.resource_type != addr.resource_type || event.id != addr.id {
-        return Err("envelope does not match its subject".into());
-    }
-    Ok(event)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,21 +532,5 @@ mod tests {
         let got: Vec<Vec<usize>> =
             futures::executor::block_on(batches(futures::stream::iter([1, 2, 3]), few, |n| *n).collect());
         assert_eq!(got, vec![vec![1, 2], vec![3]]);
-    }
-
-    #[test]
-    fn an_envelope_that_disagrees_with_its_subject_is_refused() {
-        let payload = serde_json::json!({
-            "schema": "fhirstream.resource-event/1", "event_id": uuid::Uuid::now_v7(), "tenant": "b",
-            "resource_type": "Patient", "id": "x", "version": 1, "op": "create",
-            "at": "2026-01-01T00:00:00.000Z", "actor": {"sub": "a"},
-            "commit": {"id": uuid::Uuid::now_v7(), "index": 0, "count": 1},
-            "resource": {"resourceType": "Patient", "id": "x"}
-        })
-        .to_string();
-        assert!(decode("fhir.b.Patient.x", payload.as_bytes()).is_ok());
-        assert!(decode("fhir.a.Patient.x", payload.as_bytes()).is_err());
-        assert!(decode("fhir.b.Patient.y", payload.as_bytes()).is_err());
-        assert!(decode("fhir.b.Patient.x", b"not json").is_err());
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod apply;
 pub mod consumer;
+pub mod genuine;
 pub mod migrate;
 pub mod refusal;
 pub mod registry;

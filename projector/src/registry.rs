@@ -1,7 +1,8 @@
 //! The tenant registry: an in-memory fold of the tenant stream.
 //!
-//! Every process that serves requests follows `fhirstream.tenants.>` (last
-//! event per tenant) and answers "does tenant T exist, and how is it
+//! Every process that serves requests follows `fhirstream.tenants.>` (every
+//! event, so a message that is not a genuine tenant event can be skipped
+//! without hiding the genuine one before it) and answers "does tenant T exist, and how is it
 //! configured" from memory. A miss is confirmed with a direct get of the
 //! tenant's subject, the source of truth, so a tenant created a moment ago
 //! by another process is never reported unknown.
@@ -11,12 +12,31 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream::DirectGetErrorKind};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{
+    self, consumer,
+    stream::{DirectGetError, DirectGetErrorKind},
+};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use tracing::{Instrument as _, info_span, warn};
 
 use schemas::subject::{TENANT_SUBJECTS, tenant_subject};
+
+use crate::genuine::{self, Reader};
+
+/// Most messages read walking a tenant subject back to its last genuine
+/// event; beyond it the lookup fails rather than trusting what it found.
+const MAX_WALK: u32 = 10_000;
+
+/// A direct get's message, `None` when the subject has none.
+fn direct(r: Result<StreamMessage, DirectGetError>) -> anyhow::Result<Option<StreamMessage>> {
+    match r {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("look the tenant up in the stream")),
+    }
+}
 use schemas::{Incarnation, TenantConfig, TenantEvent, TenantEventOp, TenantId};
 
 /// What the registry knows of a live tenant.
@@ -74,7 +94,7 @@ impl TenantRegistry {
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: TENANT_SUBJECTS.into(),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                deliver_policy: consumer::DeliverPolicy::All,
                 ..Default::default()
             })
             .await
@@ -83,9 +103,10 @@ impl TenantRegistry {
         while let Some(msg) = messages.next().await {
             let msg = msg.context("receive a tenant event")?;
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            match serde_json::from_slice::<TenantEvent>(&msg.payload) {
-                Ok(event) => self.fold(seq, event),
-                Err(e) => warn!(seq, error = %e, "undecodable tenant event skipped"),
+            if let Some(event) =
+                genuine::tenant_event(Reader::Registry, &msg.subject, seq, msg.headers.as_ref(), &msg.payload)
+            {
+                self.fold(seq, event);
             }
         }
         anyhow::bail!("tenant event stream ended")
@@ -118,17 +139,45 @@ impl TenantRegistry {
             return Ok(entry.state.clone());
         }
         // Not known as live here: ask the stream, which is never stale.
-        match self.stream.direct_get_last_for_subject(tenant_subject(tenant)).await {
-            Ok(msg) => {
-                let event: TenantEvent =
-                    serde_json::from_slice(&msg.payload).context("decode the tenant's last event")?;
-                self.fold(msg.sequence, event);
-                let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-                Ok(entries.get(tenant).and_then(|e| e.state.clone()))
-            }
-            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context("look the tenant up in the stream")),
+        let Some((seq, event)) = self.last_genuine(tenant).await? else {
+            return Ok(None);
+        };
+        self.fold(seq, event);
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        Ok(entries.get(tenant).and_then(|e| e.state.clone()))
+    }
+
+    /// The tenant subject's last genuine event. The last message almost
+    /// always is one; when it is not, it is skipped and the subject (a
+    /// handful of lifecycle events) is walked from its start.
+    async fn last_genuine(&self, tenant: &TenantId) -> anyhow::Result<Option<(u64, TenantEvent)>> {
+        let subject = tenant_subject(tenant);
+        let check = |m: &StreamMessage| {
+            genuine::tenant_event(Reader::Registry, &subject, m.sequence, Some(&m.headers), &m.payload)
+        };
+        let Some(last) = direct(self.stream.direct_get_last_for_subject(subject.as_str()).await)? else {
+            return Ok(None);
+        };
+        if let Some(event) = check(&last) {
+            return Ok(Some((last.sequence, event)));
         }
+        let mut found = None;
+        let mut from = 1;
+        for _ in 0..MAX_WALK {
+            let next = direct(self.stream.direct_get_next_for_subject(subject.as_str(), Some(from)).await)?;
+            let Some(m) = next.filter(|m| m.sequence < last.sequence) else { return Ok(found) };
+            from = m.sequence + 1;
+            if let Some(event) = check(&m) {
+                found = Some((m.sequence, event));
+            }
+        }
+        anyhow::bail!("{subject} holds too many messages that are not tenant events")
+    }
+
+    /// What this process already knows of a live tenant, without asking
+    /// the stream (for hot paths that can fall back to defaults).
+    pub fn known(&self, tenant: &TenantId) -> Option<TenantState> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(tenant).and_then(|e| e.state.clone())
     }
 
     /// Every live tenant, sorted by id.
@@ -152,7 +201,7 @@ pub async fn snapshot(stream: &jetstream::stream::Stream) -> anyhow::Result<Vec<
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: TENANT_SUBJECTS.into(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
         .await
@@ -165,8 +214,11 @@ pub async fn snapshot(stream: &jetstream::stream::Stream) -> anyhow::Result<Vec<
             let msg = msg.context("receive a tenant event")?;
             let info = msg.info().map_err(|e| anyhow::anyhow!("tenant event metadata: {e}"))?;
             pending = info.pending;
-            if let Ok(event) = serde_json::from_slice::<TenantEvent>(&msg.payload) {
-                registry.fold(info.stream_sequence, event);
+            let seq = info.stream_sequence;
+            if let Some(event) =
+                genuine::tenant_event(Reader::Registry, &msg.subject, seq, msg.headers.as_ref(), &msg.payload)
+            {
+                registry.fold(seq, event);
             }
         }
     }

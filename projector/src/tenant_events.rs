@@ -14,14 +14,15 @@ use async_nats::jetstream::{self, consumer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::warn;
 
 use schemas::subject::tenant_resource_filter;
 use schemas::{ResourceEvent, TenantId};
 
 use crate::ProjectorError;
 use crate::apply::Sequenced;
-use crate::consumer::{complete_commits, decode};
+use crate::consumer::complete_commits;
+use crate::genuine::{self, Reader};
 
 /// Where a read stops: at stream sequence `until_seq`, and before the first
 /// event stamped (`at`, its `meta.lastUpdated`) after `until_time`. Both
@@ -121,13 +122,7 @@ impl TenantEvents {
             };
             let info = msg.info().map_err(|e| stream_err(&e))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
-            let event = match decode(&msg.subject, &msg.payload) {
-                Ok(event) => Some(event),
-                Err(why) => {
-                    error!(seq, subject = %msg.subject, why, "poison event skipped");
-                    None
-                }
-            };
+            let event = genuine::resource_event(Reader::Replay, &msg.subject, seq, msg.headers.as_ref(), &msg.payload);
             if !cut.admits(seq, event.as_ref().map(|e| e.at)) {
                 break;
             }

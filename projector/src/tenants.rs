@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use schemas::subject::{TENANT_SUBJECTS, applied_subject};
 use schemas::{TenantEvent, TenantEventOp, TenantId};
 
+use crate::genuine::{self, Reader};
+
 /// The checkpoint name and announcement subject suffix of a tenant
 /// projection that belongs to projector `name`.
 pub fn tenant_projection_name(name: &str) -> String {
@@ -182,12 +184,10 @@ impl TenantProjection {
                     if at <= seq {
                         continue;
                     }
-                    match serde_json::from_slice::<TenantEvent>(&msg.payload) {
-                        Ok(event) => self.apply(&name, at, &event).await?,
-                        Err(e) => {
-                            warn!(seq = at, error = %e, "undecodable tenant event skipped");
-                            crate::store::set_checkpoint(&self.pool, &name, at).await?;
-                        }
+                    let headers = msg.headers.as_ref();
+                    match genuine::tenant_event(Reader::TenantProjection, &msg.subject, at, headers, &msg.payload) {
+                        Some(event) => self.apply(&name, at, &event).await?,
+                        None => crate::store::set_checkpoint(&self.pool, &name, at).await?,
                     }
                     seq = at;
                     self.announce(&name, seq).await;

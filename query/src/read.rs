@@ -38,7 +38,13 @@ pub struct Queries {
     pool: PgPool,
     /// A kept snapshot whose tables answer instead of the live ones.
     snapshot: Option<SnapshotName>,
+    /// The statement timeout of every connection, in ms.
+    read_timeout_ms: u64,
 }
+
+/// The statement timeout of reader connections unless configured (the
+/// same bound search has always had).
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(30_000);
 
 /// The role every query-side connection runs as: it owns no table, cannot
 /// bypass row-level security, and sees only the rows of the tenant set in
@@ -49,24 +55,39 @@ impl Queries {
     /// Opens the query side's own pool; every connection switches to
     /// [`READER_ROLE`] as it is opened, so no query on it escapes RLS.
     pub async fn connect(database_url: &str, size: u32) -> Result<Self, sqlx::Error> {
+        Self::connect_with(database_url, size, DEFAULT_READ_TIMEOUT).await
+    }
+
+    /// [`Self::connect`] with a statement timeout of `read_timeout` on every
+    /// connection: set per session, it bounds every read path (reads,
+    /// history and `_at`, conditional lookups, search and includes, export)
+    /// without each having to remember it, so no request of one tenant can
+    /// hold a reader connection for longer.
+    pub async fn connect_with(
+        database_url: &str,
+        size: u32,
+        read_timeout: std::time::Duration,
+    ) -> Result<Self, sqlx::Error> {
+        let timeout_ms = read_timeout.as_millis().clamp(1, u128::from(u32::MAX));
         let pool = PgPoolOptions::new()
             .max_connections(size.max(1))
             .acquire_timeout(std::time::Duration::from_secs(3))
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     conn.execute("set role fhirstream_reader").await?;
+                    conn.execute(AssertSqlSafe(format!("set statement_timeout = {timeout_ms}"))).await?;
                     Ok(())
                 })
             })
             .connect(database_url)
             .await?;
-        Ok(Self { pool, snapshot: None })
+        Ok(Self { pool, snapshot: None, read_timeout_ms: timeout_ms as u64 })
     }
 
     /// The same queries, answered from a kept snapshot instead of the live
     /// read model (check [`Self::snapshot_tenant`] first).
     pub fn in_snapshot(&self, snapshot: SnapshotName) -> Self {
-        Self { pool: self.pool.clone(), snapshot: Some(snapshot) }
+        Self { pool: self.pool.clone(), snapshot: Some(snapshot), read_timeout_ms: self.read_timeout_ms }
     }
 
     /// The tenant a snapshot was built for, and the time it was cut at (if
@@ -86,6 +107,11 @@ impl Queries {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row)
+    }
+
+    /// The statement timeout of every read, in ms.
+    pub fn read_timeout_ms(&self) -> u64 {
+        self.read_timeout_ms
     }
 
     /// The reader pool (every connection runs as `fhirstream_reader`).

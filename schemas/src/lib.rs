@@ -6,7 +6,9 @@
 //! the versioned wire format of the stream. Nothing here does I/O.
 
 pub mod event;
+pub mod genuine;
 pub mod outcome;
+pub mod quota;
 pub mod r4;
 pub mod resource;
 pub mod scope;

@@ -102,6 +102,9 @@ pub struct TenantConfig {
     /// enforced profiles); `None` means strict base rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<crate::validate::ValidationPolicy>,
+    /// This tenant's overrides of the node's per-tenant quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<crate::quota::TenantQuotas>,
 }
 
 impl TenantConfig {
@@ -114,6 +117,9 @@ impl TenantConfig {
         }
         if let Some(v) = &self.validation {
             v.check()?;
+        }
+        if let Some(q) = &self.quotas {
+            q.check()?;
         }
         if self.max_body_bytes == Some(0) {
             return Err("max_body_bytes must be positive".into());

@@ -62,6 +62,9 @@ pub struct JobRecord {
 pub enum JobError {
     #[error("{MAX_RUNNING} exports are already running on this node; retry later")]
     Busy,
+    /// The tenant runs its whole share of exports already.
+    #[error("this tenant already runs {0} export(s) on this node; retry when one ends")]
+    TenantBusy(usize),
     #[error(transparent)]
     Io(#[from] anyhow::Error),
 }
@@ -71,11 +74,13 @@ pub struct ExportJobs {
     root: PathBuf,
     queries: Queries,
     running: Mutex<HashMap<Uuid, (TenantId, CancellationToken)>>,
+    /// Jobs one tenant runs at once (0: only the node's limit).
+    per_tenant: usize,
 }
 
 impl ExportJobs {
-    pub fn new(root: PathBuf, queries: Queries) -> Arc<Self> {
-        Arc::new(Self { root, queries, running: Mutex::new(HashMap::new()) })
+    pub fn new(root: PathBuf, queries: Queries, per_tenant: usize) -> Arc<Self> {
+        Arc::new(Self { root, queries, running: Mutex::new(HashMap::new()), per_tenant })
     }
 
     fn job_dir(&self, tenant: &TenantId, job: Uuid) -> PathBuf {
@@ -83,11 +88,26 @@ impl ExportJobs {
     }
 
     /// Starts an export in the background; its id is the status URL's.
-    pub async fn start(self: &Arc<Self>, spec: ExportSpec, request: String, owner: String) -> Result<Uuid, JobError> {
+    /// `owner` is the token subject that started the job; `tenant_cap` is
+    /// the tenant's own override of the per-tenant share.
+    pub async fn start(
+        self: &Arc<Self>,
+        spec: ExportSpec,
+        request: String,
+        owner: String,
+        tenant_cap: Option<usize>,
+    ) -> Result<Uuid, JobError> {
+        let cap = schemas::quota::effective_cap(self.per_tenant, tenant_cap);
         let job = Uuid::new_v4();
         let cancel = CancellationToken::new();
         {
             let mut running = self.running.lock().map_err(|_| anyhow::anyhow!("the job table is poisoned"))?;
+            // The tenant's share first: a tenant at its share is told so
+            // (429) even while the node is busy with others' exports.
+            let own = running.values().filter(|(t, _)| *t == spec.tenant).count();
+            if !crate::http::shares::may_take(own, cap) {
+                return Err(JobError::TenantBusy(cap));
+            }
             if running.len() >= MAX_RUNNING {
                 return Err(JobError::Busy);
             }
@@ -170,6 +190,10 @@ impl ExportJobs {
                 record.error = Some(format!("{e:#}"));
             }
         }
+        // No longer counted as running once a poll can see it finished: a
+        // client that starts its next export on reading "completed" must
+        // not find its share still taken.
+        self.finish(job);
         if let Err(e) = store(&dir, &record).await {
             tracing::error!(%job, error = %format!("{e:#}"), "export state not written");
         }
@@ -234,6 +258,78 @@ impl ExportJobs {
     }
 }
 
+/// Whether a job's files are past their retention: a finished job
+/// `retention` after it finished, an abandoned in-progress one (its node
+/// died) `retention` after its heartbeat went stale. Zero keeps everything.
+pub fn expired(status: JobStatus, heartbeat: DateTime<Utc>, now: DateTime<Utc>, retention: Duration) -> bool {
+    let Ok(retention) = chrono::TimeDelta::from_std(retention) else { return false };
+    if retention.is_zero() {
+        return false;
+    }
+    let age = now - heartbeat;
+    match status {
+        JobStatus::Completed | JobStatus::Failed => age > retention,
+        JobStatus::InProgress => age > STALE_AFTER + retention,
+    }
+}
+
+impl ExportJobs {
+    /// Removes every job past its retention (see [`expired`]), except the
+    /// ones this node runs; returns how many. Exports are files on a disk
+    /// every tenant shares: without expiry they pile up for ever.
+    pub async fn sweep(&self, retention: Duration) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        let now = Utc::now();
+        let Ok(mut tenants) = tokio::fs::read_dir(&self.root).await else { return Ok(0) };
+        while let Some(tenant_dir) = tenants.next_entry().await? {
+            let Ok(mut jobs) = tokio::fs::read_dir(tenant_dir.path()).await else { continue };
+            while let Some(job_dir) = jobs.next_entry().await? {
+                let running = job_dir
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::parse_str(n).ok())
+                    .is_some_and(|id| self.running.lock().is_ok_and(|r| r.contains_key(&id)));
+                if running {
+                    continue;
+                }
+                let Ok(bytes) = tokio::fs::read(job_dir.path().join("job.json")).await else { continue };
+                let Ok(record) = serde_json::from_slice::<JobRecord>(&bytes) else { continue };
+                if expired(record.status, record.heartbeat, now, retention) {
+                    remove_dir(&job_dir.path()).await?;
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            metrics::counter!("fhirstream_export_jobs_expired_total").increment(removed as u64);
+        }
+        Ok(removed)
+    }
+
+    /// Sweeps expired jobs every quarter of `retention` (between 1 s and
+    /// 10 min) until `stop`; nothing with a retention of zero.
+    pub fn spawn_sweeper(self: &Arc<Self>, retention: Duration, stop: CancellationToken) {
+        if retention.is_zero() {
+            return;
+        }
+        let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = this.sweep(retention).await {
+                            tracing::warn!(error = %format!("{e:#}"), "sweeping expired exports failed");
+                        }
+                    }
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
 /// Removes a directory that a job cancelled a moment ago may still be
 /// writing a file into (its last write can land mid-removal): retried.
 async fn remove_dir(dir: &Path) -> anyhow::Result<()> {
@@ -258,4 +354,22 @@ async fn store(dir: &Path, record: &JobRecord) -> anyhow::Result<()> {
     tokio::fs::write(&tmp, body).await.with_context(|| format!("write {}", tmp.display()))?;
     tokio::fs::rename(&tmp, dir.join("job.json")).await.context("replace job.json")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_jobs_expire_after_the_retention_and_abandoned_ones_after_going_stale_too() {
+        let now = Utc::now();
+        let day = Duration::from_secs(86_400);
+        let ago = |s: i64| now - chrono::TimeDelta::seconds(s);
+        assert!(!expired(JobStatus::Completed, ago(3_600), now, day));
+        assert!(expired(JobStatus::Completed, ago(86_401), now, day));
+        assert!(expired(JobStatus::Failed, ago(86_401), now, day));
+        assert!(!expired(JobStatus::InProgress, ago(86_401), now, day), "stale only 30 s later");
+        assert!(expired(JobStatus::InProgress, ago(86_432), now, day));
+        assert!(!expired(JobStatus::Completed, ago(1_000_000), now, Duration::ZERO), "zero keeps everything");
+    }
 }

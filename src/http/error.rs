@@ -42,6 +42,10 @@ pub enum ApiError {
     /// Shed: the server already handles as many requests as it may.
     #[error("{0}")]
     Overloaded(String),
+    /// The tenant holds its whole share of a limited resource (requests in
+    /// flight, change feeds, exports): 429 with `Retry-After`.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -79,6 +83,7 @@ impl ApiError {
             Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, IssueCode::TooLong),
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, IssueCode::Timeout),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Throttled),
+            Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, IssueCode::Throttled),
             Self::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, IssueCode::Conflict),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueCode::Processing),
@@ -108,6 +113,7 @@ impl ApiError {
             Self::HeadersTooLarge(m) => Self::HeadersTooLarge(p(m)),
             Self::RequestTimeout(m) => Self::RequestTimeout(p(m)),
             Self::Overloaded(m) => Self::Overloaded(p(m)),
+            Self::TooManyRequests(m) => Self::TooManyRequests(p(m)),
             Self::Conflict(m) => Self::Conflict(p(m)),
             Self::PreconditionFailed(m) => Self::PreconditionFailed(p(m)),
             Self::Unprocessable(m) => Self::Unprocessable(p(m)),
@@ -173,7 +179,7 @@ impl IntoResponse for ApiError {
         if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res

@@ -17,8 +17,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt as _;
 
 use schemas::ResourceType;
+use schemas::genuine::{genuine_resource_event, op_name};
+use schemas::quota::effective_cap;
 use schemas::scope::Interaction;
-use schemas::subject::parse_resource_subject;
 
 use super::access::bulk_types;
 use super::auth::Caller;
@@ -79,6 +80,13 @@ pub(super) async fn feed(
         |rt| caller.allows(rt, Interaction::Read) && caller.allows(rt, Interaction::Search),
     )
     .map_err(ApiError::Forbidden)?;
+    let feeds = &state.settings.limits.tenant_feeds;
+    let cap = effective_cap(feeds.cap(), t.state.config.quotas.and_then(|q| q.feeds));
+    let share = feeds.try_take_within(&t.tenant, cap).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "this tenant has {cap} change feeds open on this node; close one or retry later"
+        ))
+    })?;
     let permit = OPEN_FEEDS
         .try_acquire()
         .map_err(|_| ApiError::Overloaded(format!("{MAX_FEEDS} change feeds are open on this node; retry shortly")))?;
@@ -107,21 +115,26 @@ pub(super) async fn feed(
         .take_while(|m| std::future::ready(m.is_ok()))
         .filter_map(move |m| {
             let event = m.ok().and_then(|msg| {
-                let addr = parse_resource_subject(&msg.subject).ok()?;
+                let seq = msg.info().ok()?.stream_sequence;
+                let header = |n: &str| msg.headers.as_ref().and_then(|h| h.get(n)).map(|v| v.as_str());
+                // Only fhirstream's own events reach a client: anything else
+                // placed on the tenant's subjects is skipped and counted.
+                let event = match genuine_resource_event(&msg.subject, header, &msg.payload) {
+                    Ok(event) => event,
+                    Err(why) => {
+                        tracing::warn!(reader = "feed", subject = %msg.subject, seq, why = %why,
+                            "message that is not a genuine fhirstream event skipped");
+                        metrics::counter!("fhirstream_stream_messages_skipped_total",
+                            "reader" => "feed", "reason" => why.reason())
+                        .increment(1);
+                        return None;
+                    }
+                };
                 // Defence in depth: the filter already pins the tenant.
-                if addr.tenant != tenant || !readable.contains(&addr.resource_type) {
+                if event.tenant != tenant || !readable.contains(&event.resource_type) {
                     return None;
                 }
-                let seq = msg.info().ok()?.stream_sequence;
-                let op = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Fhirstream-Op"))
-                    .map(|v| v.as_str())
-                    // The event name is one line; anything unexpected is named generically.
-                    .filter(|op| matches!(*op, "create" | "update" | "delete"))
-                    .unwrap_or("event")
-                    .to_owned();
+                let op = op_name(event.op);
                 let data = std::str::from_utf8(&msg.payload).ok()?.to_owned();
                 Some(Ok::<_, Infallible>(Event::default().id(seq.to_string()).event(op).data(data)))
             });
@@ -132,6 +145,7 @@ pub(super) async fn feed(
         .take_until(async move {
             shutdown.cancelled().await;
             drop(permit);
+            drop(share);
         });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response())
 }

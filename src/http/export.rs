@@ -183,8 +183,10 @@ async fn kick_off(
     let shared_reads = t.shared_reads.iter().copied().filter(|rt| types.contains(rt)).collect();
     let spec = ExportSpec { tenant: t.tenant.clone(), types, since, patient_level, patients, shared_reads };
     let request = format!("{}{}", state.settings.base_url, uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
-    let job = jobs(state)?.start(spec, request, caller.actor.sub.clone()).await.map_err(|e| match e {
+    let own = t.state.config.quotas.and_then(|q| q.exports);
+    let job = jobs(state)?.start(spec, request, caller.actor.sub.clone(), own).await.map_err(|e| match e {
         JobError::Busy => ApiError::Overloaded(e.to_string()),
+        JobError::TenantBusy(_) => ApiError::TooManyRequests(e.to_string()),
         JobError::Io(e) => ApiError::Internal(e.context("start an export")),
     })?;
     let location = format!("{}/fhir/{}/$export-status/{job}", state.settings.base_url, t.tenant);

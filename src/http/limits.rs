@@ -9,6 +9,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::Semaphore;
 
+use schemas::TenantId;
+use schemas::quota::{effective_cap, usage_bucket};
+
+use super::shares::TenantShare;
 use super::{ApiError, SharedState};
 
 /// The request bounds of a server.
@@ -18,14 +22,47 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
     /// Permits for requests in flight; `None`: no limit.
     pub in_flight: Option<Arc<Semaphore>>,
+    /// One tenant's share of requests in flight (0: no cap).
+    pub tenant_in_flight: Arc<TenantShare>,
+    /// One tenant's share of open change feeds (0: no cap).
+    pub tenant_feeds: Arc<TenantShare>,
+    /// Hashed buckets of per-tenant usage metrics (0: off).
+    pub usage_buckets: u32,
 }
 
 impl RequestLimits {
     /// `max_concurrent` 0 means no limit.
     pub fn new(max_url_bytes: usize, max_header_bytes: usize, max_concurrent: usize) -> Self {
         let in_flight = (max_concurrent > 0).then(|| Arc::new(Semaphore::new(max_concurrent)));
-        Self { max_url_bytes, max_header_bytes, in_flight }
+        Self {
+            max_url_bytes,
+            max_header_bytes,
+            in_flight,
+            tenant_in_flight: TenantShare::new(0),
+            tenant_feeds: TenantShare::new(0),
+            usage_buckets: 0,
+        }
     }
+
+    /// The same bounds, counting usage per tenant in `buckets` hashed
+    /// buckets (0: off).
+    pub fn with_usage_buckets(mut self, buckets: u32) -> Self {
+        self.usage_buckets = buckets;
+        self
+    }
+
+    /// The same bounds with per-tenant shares of requests and feeds.
+    pub fn with_tenant_shares(mut self, requests: usize, feeds: usize) -> Self {
+        self.tenant_in_flight = TenantShare::new(requests);
+        self.tenant_feeds = TenantShare::new(feeds);
+        self
+    }
+}
+
+/// The tenant a request's URL addresses (`/fhir/{tenant}/...`), if any.
+fn tenant_of(path: &str) -> Option<TenantId> {
+    let rest = path.strip_prefix("/fhir/")?;
+    TenantId::parse(rest.split('/').next()?).ok()
 }
 
 /// Operations endpoints are never shed: a load balancer or orchestrator
@@ -61,5 +98,37 @@ pub(super) async fn bound(State(state): State<SharedState>, req: Request, next: 
         })?),
         _ => None,
     };
-    Ok(next.run(req).await)
+    // The tenant's share is taken after the node's: a tenant refused here
+    // costs the node nothing, and every other tenant still gets in.
+    let tenant = tenant_of(req.uri().path());
+    let bucket = tenant.as_ref().and_then(|t| usage_bucket(t, limits.usage_buckets)).map(|b| format!("b{b}"));
+    let _share = match tenant {
+        Some(t) => {
+            let own = state.tenants.known(&t).and_then(|s| s.config.quotas).and_then(|q| q.concurrent_requests);
+            let cap = effective_cap(limits.tenant_in_flight.cap(), own);
+            Some(limits.tenant_in_flight.try_take_within(&t, cap).ok_or_else(|| {
+                metrics::counter!("fhirstream_http_requests_throttled_total", "share" => "tenant").increment(1);
+                if let Some(b) = &bucket {
+                    metrics::counter!("fhirstream_tenant_usage_throttled_total", "bucket" => b.clone()).increment(1);
+                }
+                ApiError::TooManyRequests(format!(
+                    "this tenant already has {cap} requests in flight on this node; retry shortly"
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let Some(bucket) = bucket else { return Ok(next.run(req).await) };
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let class = match res.status().as_u16() {
+        500.. => "5xx",
+        400.. => "4xx",
+        _ => "2xx",
+    };
+    metrics::counter!("fhirstream_tenant_usage_requests_total", "bucket" => bucket.clone(), "class" => class)
+        .increment(1);
+    metrics::histogram!("fhirstream_tenant_usage_request_seconds", "bucket" => bucket)
+        .record(started.elapsed().as_secs_f64());
+    Ok(res)
 }

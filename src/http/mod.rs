@@ -19,6 +19,7 @@ mod openapi;
 mod read;
 pub mod response;
 mod search;
+pub mod shares;
 pub(crate) mod sharing;
 pub mod smart;
 mod transaction;
@@ -145,6 +146,12 @@ impl AppState {
 
 /// The whole HTTP API.
 pub fn router(state: SharedState) -> Router {
+    router_with(state, true)
+}
+
+/// The API's routes; `/ready` and `/metrics` only with `ops_here` (off when
+/// they listen on an address of their own, see [`ops_router`]).
+pub fn router_with(state: SharedState, ops_here: bool) -> Router {
     let authenticated = Router::new()
         .route("/fhir/{tenant}", get(search::system_get).post(transaction::bundle))
         .route("/fhir/{tenant}/", get(search::system_get).post(transaction::bundle))
@@ -193,8 +200,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/fhir/{tenant}/metadata", get(metadata::capability_statement))
         .route("/fhir/{tenant}/.well-known/smart-configuration", get(smart::configuration))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(observe::ready))
-        .route("/metrics", get(observe::metrics))
+        .merge(if ops_here { ops_routes() } else { Router::new() })
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -204,6 +210,17 @@ pub fn router(state: SharedState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), limits::bound))
         .layer(middleware::from_fn(observe::track))
         .with_state(state)
+}
+
+fn ops_routes() -> Router<SharedState> {
+    Router::new().route("/ready", get(observe::ready)).route("/metrics", get(observe::metrics))
+}
+
+/// `/health`, `/ready` and `/metrics` alone, for `--ops-listen`: operators
+/// can keep them on an internal address, away from tenants' traffic and
+/// its request limits.
+pub fn ops_router(state: SharedState) -> Router {
+    ops_routes().route("/health", get(|| async { "ok" })).fallback(not_found).with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -159,6 +159,7 @@ pub fn serve_args(nats: &TestNats, db: &TestDb) -> ServeArgs {
             publish_timeout_ms: 5000,
         },
         listen: "127.0.0.1:0".parse().expect("listen addr"),
+        ops_listen: None,
         base_url: None,
         roles: vec![Role::Command, Role::Projector, Role::Query],
         max_body_bytes: 16 * 1024 * 1024,
@@ -217,8 +218,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        Self::spawn_on(TestNats::start(), configure).await
+    }
+
+    /// An app on a NATS server of the test's own (e.g. other limits).
+    pub async fn spawn_on(nats: TestNats, configure: impl FnOnce(&mut ServeArgs)) -> Self {
         fhirstream::telemetry::init(&fhirstream::config::LogArgs { log: "warn".into(), log_json: false });
-        let nats = TestNats::start();
         let db = TestDb::create().await;
         let mut cfg = serve_args(&nats, &db);
         configure(&mut cfg);
@@ -309,16 +314,36 @@ impl TestApp {
     /// A Patient event as the command side would write it, published
     /// straight to JetStream: what a buggy or older writer (one from before
     /// validation, say) could have left on the stream. Returns its sequence.
+    /// Publishes a version-1 create of `Patient/{id}` straight to the
+    /// stream, with the write headers fhirstream sets, so readers take it
+    /// as genuine: for events the HTTP write path would refuse.
     pub async fn publish_raw(&self, tenant: &str, id: &str, resource: &str) -> u64 {
+        let event_id = uuid::Uuid::now_v7();
         let event = format!(
-            r#"{{"schema":"fhirstream.resource-event/1","event_id":"{}","tenant":"{tenant}","resource_type":"Patient",
+            r#"{{"schema":"fhirstream.resource-event/1","event_id":"{event_id}","tenant":"{tenant}","resource_type":"Patient",
         "id":"{id}","version":1,"op":"create","at":"2026-01-01T00:00:00.000Z","actor":{{"sub":"test"}},
         "commit":{{"id":"{}","index":0,"count":1}},"resource":{resource}}}"#,
-            uuid::Uuid::now_v7(),
             uuid::Uuid::now_v7()
         );
+        let headers = [
+            ("Nats-Msg-Id", event_id.to_string()),
+            ("Fhirstream-Version", "1".into()),
+            ("Fhirstream-Op", "create".into()),
+        ];
+        self.publish_forged(&format!("fhir.{tenant}.Patient.{id}"), &headers, event.as_bytes()).await
+    }
+
+    /// Publishes anything, with any headers, on any subject of the streams
+    /// (as a hostile NATS user, or a JetStream reply sent to a forged reply
+    /// subject, could); returns its stream sequence.
+    pub async fn publish_forged(&self, subject: &str, headers: &[(&str, String)], payload: &[u8]) -> u64 {
         let js = async_nats::jetstream::new(self.nats.client().await);
-        let ack = js.publish(format!("fhir.{tenant}.Patient.{id}"), event.into()).await.unwrap().await.unwrap();
+        let mut h = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            h.insert(*name, value.as_str());
+        }
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        let ack = js.publish_with_headers(subject.to_owned(), h, payload).await.unwrap().await.unwrap();
         ack.sequence
     }
 

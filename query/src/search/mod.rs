@@ -23,9 +23,6 @@ pub use parse::{Context, parse};
 pub use request::{Include, SearchRequest, Summary, Total};
 use sql::{Arg, Position, Sql};
 
-/// The longest a search statement may run.
-const SEARCH_TIMEOUT_MS: u64 = 30_000;
-
 /// Why a search cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -163,7 +160,7 @@ impl Queries {
         sqlx::query(
             "select set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)",
         )
-        .bind(SEARCH_TIMEOUT_MS.to_string())
+        .bind(self.read_timeout_ms().to_string())
             .execute(&mut *tx)
             .await?;
         let only_total = req.summary == Summary::Count || count == 0;
