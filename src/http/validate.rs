@@ -106,7 +106,7 @@ async fn validate(
 ) -> Result<Response, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
-    let (resource, mode, profile) = unwrap_parameters(value, q)?;
+    let Asked { resource, mode, profile } = unwrap_parameters(value, q)?;
     let mode = Mode::parse(mode.as_deref())?;
     let base = format!("http://hl7.org/fhir/StructureDefinition/{rt}");
     let profile = profile.map(|p| p.split('|').next().unwrap_or_default().to_owned()).filter(|p| *p != base);
@@ -152,31 +152,38 @@ async fn validate(
     Ok(fhir_json(StatusCode::OK, body))
 }
 
+/// What a `$validate` request asks to check.
+struct Asked {
+    resource: Option<Value>,
+    mode: Option<String>,
+    profile: Option<String>,
+}
+
 /// The resource, mode and profile of a `Parameters` body (query values
 /// are the fallback), or the body itself as the resource.
-fn unwrap_parameters(
-    value: Value,
-    q: ValidateQuery,
-) -> Result<(Option<Value>, Option<String>, Option<String>), ApiError> {
+fn unwrap_parameters(value: Value, q: ValidateQuery) -> Result<Asked, ApiError> {
+    let mut asked = Asked { resource: None, mode: q.mode, profile: q.profile };
     if value.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
-        return Ok((Some(value), q.mode, q.profile));
+        asked.resource = Some(value);
+        return Ok(asked);
     }
     let Value::Object(mut params) = value else {
         return Err(ApiError::invalid("the Parameters body must be a JSON object"));
     };
     let Some(Value::Array(list)) = params.remove("parameter") else {
-        return Ok((None, q.mode, q.profile));
+        return Ok(asked);
     };
-    let (mut resource, mut mode, mut profile) = (None, q.mode, q.profile);
     for mut p in list {
         let string =
             |p: &Value, keys: &[&str]| keys.iter().find_map(|k| p.get(*k).and_then(Value::as_str)).map(str::to_owned);
         match p.get("name").and_then(Value::as_str) {
-            Some("resource") => resource = p.get_mut("resource").map(Value::take),
-            Some("mode") => mode = string(&p, &["valueCode", "valueString"]).or(mode),
-            Some("profile") => profile = string(&p, &["valueUri", "valueCanonical", "valueString"]).or(profile),
+            Some("resource") => asked.resource = p.get_mut("resource").map(Value::take),
+            Some("mode") => asked.mode = string(&p, &["valueCode", "valueString"]).or(asked.mode),
+            Some("profile") => {
+                asked.profile = string(&p, &["valueUri", "valueCanonical", "valueString"]).or(asked.profile);
+            }
             _ => {}
         }
     }
-    Ok((resource, mode, profile))
+    Ok(asked)
 }

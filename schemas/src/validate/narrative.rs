@@ -262,7 +262,7 @@ mod tests {
             format!("{DIV}<p>unclosed</div>"),
             format!("{DIV}<p>x</p></div><div/>"),
             format!("{DIV}   </div>"),
-            format!("<span xmlns=\"http://www.w3.org/1999/xhtml\">x</span>"),
+            "<span xmlns=\"http://www.w3.org/1999/xhtml\">x</span>".to_owned(),
             format!("<!DOCTYPE x>{DIV}x</div>"),
         ] {
             assert!(check_div(&bad).is_err(), "{bad}");
