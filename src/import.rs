@@ -50,7 +50,16 @@ struct Tally {
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.tenant).context("--tenant is not a tenant name")?;
     let nats = connect_nats(&args.conn).await?;
-    let store = open_store(&args.conn, nats.clone()).await?;
+    // An import is one tenant's operator job in a process of its own: the
+    // per-tenant share that keeps a server's tenants apart would only
+    // starve it. Its own in-flight bound is its share (JetStream's limit of
+    // open batches per stream still holds across processes).
+    let in_flight = args.in_flight.max(1);
+    let store = open_store(&args.conn, nats.clone()).await?.with_batch_limits(command::BatchLimits {
+        global: in_flight,
+        per_tenant: in_flight,
+        wait: Duration::from_secs(60),
+    });
     let registry = projector::TenantRegistry::follow(store.jetstream(), &args.conn.tenant_stream).await?;
     let tenant_state =
         registry.get(&tenant).await?.with_context(|| format!("tenant '{tenant}' does not exist; create it first"))?;
@@ -129,7 +138,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(args.in_flight.max(1))
+        .buffer_unordered(in_flight)
         .collect::<Vec<_>>()
         .await;
     bar.finish();
