@@ -171,7 +171,7 @@ fn base(kind: Kind, refs: &Refs, n: u64, revision: u32) -> Value {
         }),
         Kind::MedicationRequest => json!({
             "resourceType": "MedicationRequest",
-            "status": status,
+            "status": if revision == 0 { "active" } else { "completed" },
             "intent": "order",
             "medicationCodeableConcept": coding("http://www.nlm.nih.gov/research/umls/rxnorm", "834061", "Penicillin V Potassium 250 MG Oral Tablet"),
             "subject": refs.reference(Kind::Patient),
@@ -183,7 +183,7 @@ fn base(kind: Kind, refs: &Refs, n: u64, revision: u32) -> Value {
         }),
         Kind::Claim => json!({
             "resourceType": "Claim",
-            "status": status,
+            "status": if revision == 0 { "active" } else { "cancelled" },
             "type": coding("http://terminology.hl7.org/CodeSystem/claim-type", "professional", "Professional"),
             "use": "claim",
             "patient": refs.reference(Kind::Patient),
@@ -203,7 +203,7 @@ fn base(kind: Kind, refs: &Refs, n: u64, revision: u32) -> Value {
         }),
         Kind::ExplanationOfBenefit => json!({
             "resourceType": "ExplanationOfBenefit",
-            "status": status,
+            "status": if revision == 0 { "active" } else { "cancelled" },
             "type": coding("http://terminology.hl7.org/CodeSystem/claim-type", "professional", "Professional"),
             "use": "claim",
             "patient": refs.reference(Kind::Patient),
