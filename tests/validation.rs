@@ -220,3 +220,18 @@ async fn the_benchmark_switch_skips_conformance_but_not_the_structure_checks() {
     let res = app.post(&t, "Patient", &json!({"resourceType":"Observation"})).await;
     outcome(res, 400).await;
 }
+
+#[tokio::test]
+async fn validating_against_a_named_profile_needs_the_scope_to_read_structure_definitions() {
+    let app = TestApp::spawn_secure().await;
+    let t = app.tenant("val").await;
+    let url = app.fhir(&t, "Patient/$validate?profile=http://example.org/sd/p");
+    let body = json!({"resourceType":"Patient"});
+    let send = |scope: &str| {
+        let token = support::token(&[&t], scope);
+        reqwest::Client::new().post(&url).bearer_auth(token).json(&body).send()
+    };
+    outcome(send("system/Patient.*").await.unwrap(), 403).await;
+    // With the scope, an unknown profile is a plain 400.
+    outcome(send("system/Patient.* system/StructureDefinition.read").await.unwrap(), 400).await;
+}

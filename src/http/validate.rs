@@ -126,6 +126,10 @@ async fn validate(
             let empty = serde_json::Map::new();
             let mut rules = cx.rules([(rt, resource.as_object().unwrap_or(&empty))]).await?;
             if let Some(url) = &profile {
+                // Whether a profile exists is StructureDefinition content:
+                // asking by URL needs the scope to read them.
+                let sd = ResourceType::parse("StructureDefinition").map_err(|e| ApiError::Internal(e.into()))?;
+                caller.require(sd, Interaction::Read)?;
                 let asked = cx.profiles.profiles(&t.tenant, std::slice::from_ref(url)).await?;
                 let Some(p) = asked.into_iter().find(|p| p.resource_type == rt.as_str()) else {
                     return Err(ApiError::invalid(format!(
