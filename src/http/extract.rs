@@ -244,8 +244,7 @@ struct NativeBinary {
 
 fn native_binary(req: &Request) -> Option<NativeBinary> {
     let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if matches!(essence.as_str(), "application/fhir+json" | "application/json" | "") {
+    if matches!(essence(ct).as_str(), "application/fhir+json" | "application/json" | "") {
         return None;
     }
     let mut segments = req.uri().path().trim_start_matches('/').split('/');
@@ -310,7 +309,7 @@ fn check_json_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("a Content-Type of application/fhir+json is required".into()));
     };
-    let essence = ct.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = essence(ct.to_str().unwrap_or_default());
     match essence.as_str() {
         "application/fhir+json" | "application/json" => Ok(()),
         _ => Err(ApiError::UnsupportedMediaType(format!(
@@ -318,6 +317,12 @@ fn check_json_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
             essence.chars().take(80).collect::<String>()
         ))),
     }
+}
+
+/// A media type without its parameters, lower-cased (`application/json`
+/// of `Application/JSON; charset=utf-8`).
+fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 /// The version in an `If-Match` header, if one was sent.
