@@ -300,3 +300,22 @@ async fn validate_checks_a_visible_profile_on_request_and_the_tenants_own_rules_
     assert_eq!(o["issue"][0]["expression"][0], "Patient.birthDate", "{o}");
     assert_eq!(app.stream_count(&format!("fhir.{t}.Patient.*")).await, 0, "$validate writes nothing");
 }
+
+#[tokio::test]
+async fn a_patch_that_adds_a_profile_claim_is_checked_against_that_profile() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("patchclaim").await;
+    assert_eq!(app.put(&t, "StructureDefinition/pbd", &birthdate_profile("pbd")).await.status().as_u16(), 201);
+    let res = app.put(&t, "Patient/p1", &json!({"resourceType":"Patient","id":"p1"})).await;
+    assert_eq!(res.status().as_u16(), 201);
+    let patch = json!([{"op":"add","path":"/meta/profile","value":[URL]}]);
+    let res = app
+        .authed(app.http.patch(app.fhir(&t, "Patient/p1")))
+        .header("content-type", "application/json-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422, "the claimed profile requires a birthDate");
+    assert_eq!(app.stream_count(&format!("fhir.{t}.Patient.*")).await, 1);
+}

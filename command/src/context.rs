@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use schemas::validate::{Profile, Rules, ValidationPolicy};
+use schemas::validate::{Profile, Rules, ValidationPolicy, claimed_profiles};
 use schemas::{Actor, ResourceType, TenantId};
 
 use crate::{CommandError, SharedIds};
@@ -102,5 +102,22 @@ impl WriteContext<'_> {
         }
         rules.visible = found;
         Ok(rules)
+    }
+
+    /// `rules` widened by the profiles `resource` claims that they do not
+    /// hold yet (a PATCH can add a claim), or `None` when nothing is new.
+    pub async fn with_claims(&self, rules: &Rules, resource: &Value) -> Result<Option<Rules>, CommandError> {
+        let Some(map) = resource.as_object() else { return Ok(None) };
+        let mut new: Vec<String> = claimed_profiles(map).filter(|u| !rules.visible.contains_key(u)).collect();
+        if new.is_empty() {
+            return Ok(None);
+        }
+        new.sort();
+        new.dedup();
+        let mut widened = rules.clone();
+        for p in self.profiles.profiles(self.tenant, &new).await? {
+            widened.visible.insert(p.url.clone(), p);
+        }
+        Ok(Some(widened))
     }
 }

@@ -236,7 +236,11 @@ impl Commands {
                     // What one event can carry bounds what a patch may grow to.
                     let max = store.jetstream().client().server_info().max_payload;
                     let last = last.as_ref().map(|l| &l.payload[..]);
-                    Some(apply_patch(&p, current, last, max, &rules).map_err(fail(i))?)
+                    let doc = patched(&p, current, last, max).map_err(fail(i))?;
+                    // A patch may add a `meta.profile` claim: its profile is
+                    // looked up now, as for any write that claims one.
+                    let claimed = cx.with_claims(&rules, &doc).await.map_err(fail(i))?;
+                    Some(validate_patched(doc, &p, claimed.as_ref().unwrap_or(&rules)).map_err(fail(i))?)
                 }
                 _ => p.resource,
             };
@@ -398,14 +402,13 @@ async fn resolve(
     }
 }
 
-/// Applies a JSON Patch to the current version and validates the result.
-fn apply_patch(
+/// Applies a JSON Patch to the current version.
+fn patched(
     p: &Planned,
     current: Option<Current>,
     last: Option<&[u8]>,
     max_bytes: usize,
-    rules: &Rules,
-) -> Result<Map<String, Value>, CommandError> {
+) -> Result<Value, CommandError> {
     let (Some(current), Some(last)) = (current, last) else {
         return Err(CommandError::NotFound(format!("{}/{} is not known", p.entry.rt, p.id)));
     };
@@ -420,6 +423,11 @@ fn apply_patch(
     let patch: json_patch::Patch = serde_json::from_value(p.entry.body.clone().unwrap_or(Value::Null))
         .map_err(|e| CommandError::Unprocessable(format!("not a JSON Patch document: {e}")))?;
     patch_bounded(&mut doc, &patch, max_bytes)?;
+    Ok(doc)
+}
+
+/// Validates a patched resource as any write of it would be.
+fn validate_patched(doc: Value, p: &Planned, rules: &Rules) -> Result<Map<String, Value>, CommandError> {
     check_resource_with(doc, Expect::Update(p.entry.rt, &p.id), rules).map(|c| c.resource).map_err(|e| match e {
         // Conformance issues answer as for any write: 422 with every issue.
         e @ ValidationError::NonConformant(_) => CommandError::Invalid(e),
