@@ -300,6 +300,11 @@ pub struct ServeArgs {
     /// (with `X-Fhirstream-Projection: pending`), in ms.
     #[arg(long, env = "FHIRSTREAM_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 2000)]
     pub read_your_writes_timeout_ms: u64,
+    /// How a write becomes visible to reads before it answers: `direct`
+    /// applies its own events to PostgreSQL (never queues behind other
+    /// writers), `projector` waits for the projector to reach them.
+    #[arg(long, env = "FHIRSTREAM_READ_YOUR_WRITES", value_enum, default_value_t = ReadYourWritesMode::Direct)]
+    pub read_your_writes: ReadYourWritesMode,
     /// Benchmarks only: skip R4 conformance validation of writes (the
     /// structure checks stay), so the bench can measure what validation
     /// costs. What is not valid FHIR can then reach the stream, which is
@@ -312,6 +317,10 @@ pub struct ServeArgs {
     /// Most events the projector applies in one transaction.
     #[arg(long, env = "FHIRSTREAM_PROJECTOR_BATCH", default_value_t = 1000)]
     pub projector_batch: usize,
+    /// Parts a large projector batch is split into, applied at once on
+    /// their own PostgreSQL connections (projection lanes).
+    #[arg(long, env = "FHIRSTREAM_PROJECTOR_LANES", default_value_t = 4)]
+    pub projector_lanes: usize,
     /// `/ready` fails while the projector is more events behind than this.
     #[arg(long, env = "FHIRSTREAM_READY_MAX_LAG_EVENTS", default_value_t = 10_000)]
     pub ready_max_lag_events: u64,
@@ -547,6 +556,15 @@ pub enum TenantAction {
     },
     /// Delete a tenant: purge its events and rows, then prove none are left.
     Delete { id: String },
+}
+
+/// How writes reach read-your-writes (`--read-your-writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadYourWritesMode {
+    /// The write applies its own events with the projector's batch function.
+    Direct,
+    /// The write waits until the projector has applied its events.
+    Projector,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use projector::tenants::tenant_projection_name;
 use projector::{Projector, ProjectorConfig, TenantRegistry};
 use query::Queries;
 
-use crate::config::{ConnArgs, Role, ServeArgs};
+use crate::config::{ConnArgs, ReadYourWritesMode, Role, ServeArgs};
 use crate::http::{self, AdminDeps, AppState, Authenticator, HttpSettings, SearchSettings};
 use query::search::CursorKey;
 
@@ -60,7 +60,10 @@ impl App {
             None => format!("http://{}", listener.local_addr()?),
         };
         let applied = match cfg.has(Role::Command) {
-            true => Some(AppliedWatch::follow(&nats, &cfg.projector_name).await.context("follow the projector")?),
+            true => Some(http::ReadYourWrites {
+                watch: AppliedWatch::follow(&nats, &cfg.projector_name).await.context("follow the projector")?,
+                direct: (cfg.read_your_writes == ReadYourWritesMode::Direct).then(|| pool.clone()),
+            }),
             false => None,
         };
         let queries = match cfg.has(Role::Query) {
@@ -157,6 +160,7 @@ impl App {
                 tenant_stream: cfg.conn.tenant_stream.clone(),
                 batch_size: cfg.projector_batch,
                 batch_bytes: cfg.limits.projector_batch_bytes,
+                lanes: cfg.projector_lanes.max(1),
             };
             Projector::new(pcfg, nats.clone(), pool.clone())
         });

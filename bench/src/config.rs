@@ -73,6 +73,13 @@ pub struct BenchArgs {
     /// Concurrent users of P4's probe: low, so it measures latency.
     #[arg(long, env = "FHIRSTREAM_BENCH_P4_CONCURRENCY", default_value_t = 4)]
     pub p4_concurrency: usize,
+    /// S1: clients per search.
+    #[arg(long, env = "FHIRSTREAM_BENCH_S1_CONCURRENCY", default_value_t = 8)]
+    pub s1_concurrency: usize,
+    /// S1: how long each search runs (over HTTP, then raw).
+    #[arg(long, env = "FHIRSTREAM_BENCH_S1_DURATION", default_value = "4s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub s1_duration: Duration,
     /// The server's binary, which P6 runs as `fhirstream replay`.
     #[arg(long, env = "FHIRSTREAM_BENCH_SERVER_BIN", default_value = "target/release/fhirstream")]
     pub server_bin: PathBuf,
@@ -97,7 +104,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "v1,p1,p2,p3,p4,p5,p6,raw-publish,raw-pipeline,raw-copy,raw-select"
+        default_value = "v1,p1,p2,p3,p4,p5,p6,s1,raw-publish,raw-pipeline,raw-copy,raw-select"
     )]
     pub scenarios: Vec<Scenario>,
     /// PID of the server, for RSS and CPU during P1.
@@ -138,6 +145,8 @@ pub enum Scenario {
     P5,
     /// P6: `fhirstream replay` of P2's tenant, beside a raw consume (needs p2).
     P6,
+    /// S1: searches on a tenant right after its import and on P2's (needs p2).
+    S1,
     /// JetStream publish-with-ack alone.
     RawPublish,
     /// Publish, consume, batched upsert.

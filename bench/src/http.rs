@@ -166,6 +166,22 @@ impl Fhir {
         expect(res, StatusCode::OK).await
     }
 
+    /// `GET /fhir/{tenant}/{query}`, the searchset as JSON.
+    pub async fn search_json(&self, tenant: &str, query: &str) -> Result<serde_json::Value, OpError> {
+        let res = self.http.get(format!("{}/fhir/{tenant}/{query}", self.base)).send().await?;
+        let status = res.status();
+        let bytes = res.bytes().await?;
+        if status != StatusCode::OK {
+            return Err(status_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| OpError::Status { status: 200, body: format!("not JSON: {e}") })
+    }
+
+    /// The `total` of a search.
+    pub async fn search_total(&self, tenant: &str, query: &str) -> Result<Option<u64>, OpError> {
+        Ok(self.search_json(tenant, query).await?["total"].as_u64())
+    }
+
     /// `PUT /fhir/{tenant}/{type}/{id}`, expecting 200.
     pub async fn update(&self, tenant: &str, kind: Kind, id: &str, body: Vec<u8>) -> Result<(), OpError> {
         let res =

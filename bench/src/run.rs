@@ -17,7 +17,7 @@ use crate::payloads::Kind;
 use crate::probe::{CpuSnapshot, CpuUsage, Machine, RssSampler, memory};
 use crate::raw;
 use crate::report::{REPORT_SCHEMA, Report, Results, ServerUnderLoad, Versions, rows};
-use crate::scenarios::{consistency, crud, import, isolation, read, replay, validation};
+use crate::scenarios::{consistency, crud, import, isolation, read, replay, search, validation};
 use crate::{pgstat, projstat};
 
 fn say(msg: impl AsRef<str>) {
@@ -190,6 +190,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         }
     }
 
+    if args.runs(Scenario::S1) && !loaded {
+        r.skipped.insert("s1".into(), "needs P2's tenant (all Synthea bundles)".into());
+    }
+    if args.runs(Scenario::S1) && loaded {
+        search_run(&args, &fhir, &pool, &tenant("s1"), &tenant("p2"), &mut r).await;
+    }
+
     raw_baselines(&args, &js, &pool, &mut r).await;
     // Last: the million rows it writes keep PostgreSQL busy (autovacuum)
     // for a while, which would slow the baselines measured after it.
@@ -252,6 +259,43 @@ async fn isolation_run(
         empty_neighbour: empty,
         big_neighbour: big,
     })
+}
+
+/// S1: the searches on a tenant loaded right before (in the partition of
+/// P2's) and on P2's.
+async fn search_run(args: &BenchArgs, fhir: &Fhir, pool: &PgPool, prefix: &str, big: &str, r: &mut Results) {
+    let run = async {
+        let bundles = import::load(&args.synthea_dir)?;
+        // The hard case: the big tenant's partition, whose statistics
+        // describe the big tenant.
+        let (fresh, _) = isolation::neighbour_in_partition_of(pool, big, prefix).await?;
+        let fresh = fresh.as_str();
+        fhir.create_tenant(fresh, "fhirstream-bench S1 fresh tenant").await?;
+        let (c, d) = (args.s1_concurrency, args.s1_duration);
+        say(format!(
+            "S1 search: 10 bundles into a fresh tenant, then {} searches x 2 tenants, {c} clients, {d:?} each",
+            search::CASES.len()
+        ));
+        search::run(fhir, &args.database_url, fresh, big, &bundles, c, d).await
+    };
+    match run.await {
+        Ok(s1) => {
+            for row in &s1.rows {
+                say(format!(
+                    "S1 {} {}: {:.0}/s (raw {:.0}/s), p99 {:.1} ms",
+                    row.tenant,
+                    row.query,
+                    row.requests_per_sec.unwrap_or(0.0),
+                    row.raw_per_sec.unwrap_or(0.0),
+                    row.latency.p99_ms
+                ));
+            }
+            r.s1 = Some(s1);
+        }
+        Err(e) => {
+            r.failures.insert("s1".into(), format!("{e:#}"));
+        }
+    }
 }
 
 /// P2: the Synthea Bundles as transactions (skipped without the data).

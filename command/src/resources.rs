@@ -36,6 +36,9 @@ pub struct Written {
     /// Validation warnings (unknown elements a tenant lets through, claimed
     /// profiles it does not know): for `Prefer: return=OperationOutcome`.
     pub warnings: Vec<Issue>,
+    /// The event as appended at `seq`, for a writer that applies its own
+    /// write to the read model instead of waiting for the projector.
+    pub event: ResourceEvent,
 }
 
 /// The resource write service.
@@ -202,13 +205,14 @@ impl Commands {
         };
         Ok(Written {
             resource_type: event.resource_type,
-            id: event.id,
+            id: event.id.clone(),
             version: event.version,
             op: event.op,
             last_updated: event.at,
             seq,
-            resource: event.resource,
+            resource: event.resource.clone(),
             warnings: vec![],
+            event,
         })
     }
 }

@@ -286,13 +286,14 @@ impl Commands {
             });
             let w = Written {
                 resource_type: event.resource_type,
-                id: event.id,
+                id: event.id.clone(),
                 version: event.version,
                 op: event.op,
                 last_updated: event.at,
                 seq: 0,
-                resource: event.resource,
+                resource: event.resource.clone(),
                 warnings: vec![],
+                event,
             };
             written.push((i, decision.op, w));
         }

@@ -15,8 +15,10 @@ use schemas::subject::{RESOURCE_EVENT_SUBJECTS, applied_subject};
 
 use crate::apply::Sequenced;
 use crate::genuine::{self, Reader};
+use crate::statistics::{self, Statistics};
+use crate::store::Checkpoint;
 use crate::tenants::TenantProjection;
-use crate::{refusal, store};
+use crate::{lanes, refusal, store};
 
 /// How a projector runs.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct ProjectorConfig {
     /// Most bytes of event payloads pulled and applied in one batch; a
     /// single event larger than this still goes through on its own.
     pub batch_bytes: usize,
+    /// Parts a large batch is split into, applied at once on their own
+    /// connections (see [`crate::lanes`]); 1 applies every batch whole.
+    pub lanes: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -42,6 +47,7 @@ impl Default for ProjectorConfig {
             tenant_stream: "FHIRSTREAM_TENANTS".into(),
             batch_size: 1000,
             batch_bytes: 16 * 1024 * 1024,
+            lanes: 1,
         }
     }
 }
@@ -53,62 +59,14 @@ pub struct Projector {
     js: jetstream::Context,
     pool: PgPool,
     applied: watch::Sender<u64>,
-    /// Events applied since the read models' statistics were last refreshed.
-    since_analyze: std::sync::atomic::AtomicU64,
-    /// When they were last refreshed after a settled burst.
-    last_settled_analyze: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-/// After a burst of this many events the projector refreshes the planner's
-/// statistics itself: autovacuum may wait a minute or more, and until then
-/// a freshly loaded tenant's searches are planned as if its tables were
-/// empty (seen here: a chained search over 35k resources ran for minutes
-/// before ANALYZE and in 5 ms after it).
-const ANALYZE_AFTER_EVENTS: u64 = 5_000;
-/// ...but not more often than this, so a steady trickle that keeps
-/// settling does not analyze every few seconds...
-const ANALYZE_SETTLED_EVERY: Duration = Duration::from_secs(60);
-/// ...or, while a long burst goes on, after this many.
-const ANALYZE_DURING_BURST: u64 = 500_000;
-
-/// Whether (and how) to refresh statistics after a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Analyze {
-    No,
-    /// The burst has settled: refresh before acking the batch, so a client
-    /// that waits until the projector has caught up also finds its searches
-    /// planned with the new rows (searches right after an import otherwise
-    /// raced the refresh and could run into the statement timeout).
-    BeforeAck,
-    /// A long burst goes on: refresh beside it.
-    Beside,
-}
-
-/// Decides the refresh from the events applied since the last one, the
-/// events still pending, and the time since the last settled refresh.
-fn analyze_due(since: u64, pending: u64, since_settled: Option<Duration>) -> Analyze {
-    if since >= ANALYZE_DURING_BURST {
-        Analyze::Beside
-    } else if since >= ANALYZE_AFTER_EVENTS && pending == 0 && since_settled.is_none_or(|d| d >= ANALYZE_SETTLED_EVERY)
-    {
-        Analyze::BeforeAck
-    } else {
-        Analyze::No
-    }
+    /// When the planner's statistics are refreshed.
+    statistics: Statistics,
 }
 
 impl Projector {
     pub fn new(cfg: ProjectorConfig, client: async_nats::Client, pool: PgPool) -> Self {
         let js = jetstream::new(client.clone());
-        Self {
-            cfg,
-            client,
-            js,
-            pool,
-            applied: watch::Sender::new(0),
-            since_analyze: Default::default(),
-            last_settled_analyze: Default::default(),
-        }
+        Self { cfg, client, js, pool, applied: watch::Sender::new(0), statistics: Statistics::default() }
     }
 
     /// The stream sequence this projector has applied, as it advances.
@@ -334,6 +292,7 @@ impl Projector {
             last_msg = Some(c.msg);
         }
         let count = events.len();
+        let tenants = statistics::tenant_counts(&events);
         let newest_at = events.last().map(|s| s.event.at);
         // Refused data is recorded and skipped inside; only errors that a
         // retry may cure (PostgreSQL away, busy) come back here, and those
@@ -348,10 +307,8 @@ impl Projector {
             metrics::counter!("fhirstream_projector_refused_events_total", "projector" => self.cfg.name.clone())
                 .increment(1);
         };
-        let checkpoint = refusal::apply_or_refuse(&self.pool, &self.cfg.name, &events, max_seq, known, &refused)
-            .await
-            .context("apply a batch")?;
-        self.maybe_analyze(count as u64, pending).await;
+        let checkpoint = self.apply_parts(events, max_seq, known, &refused).await.context("apply a batch")?;
+        self.statistics.after_batch(&self.pool, tenants, count as u64, pending).await;
         // Acking the last message acknowledges everything before it
         // (AckPolicy::All), and only after the commit above.
         if let Some(last) = last_msg
@@ -376,36 +333,33 @@ impl Projector {
         Ok(())
     }
 
-    /// Refreshes the planner's statistics when a burst has settled (before
-    /// the batch is acked) or while a long one goes on (beside it).
-    async fn maybe_analyze(&self, applied: u64, pending: u64) {
-        use std::sync::atomic::Ordering;
-        let total = self.since_analyze.fetch_add(applied, Ordering::Relaxed) + applied;
-        let since_settled = self.last_settled_analyze.lock().ok().and_then(|l| l.map(|t| t.elapsed()));
-        let due = analyze_due(total, pending, since_settled);
-        if due == Analyze::No {
-            return;
+    /// Applies a batch in lanes: one part keeps its checkpoint in its own
+    /// transaction; several parts are applied at once, each in its own
+    /// transaction, and the checkpoint moves once all of them committed.
+    /// A crash in between applies the committed parts again on restart,
+    /// which changes nothing (migration 0009).
+    async fn apply_parts(
+        &self,
+        events: Vec<Sequenced>,
+        max_seq: u64,
+        known: u64,
+        refused: &(dyn Fn(&Sequenced) + Send + Sync),
+    ) -> Result<u64, sqlx::Error> {
+        let name = self.cfg.name.as_str();
+        let mut parts = lanes::split(events, self.cfg.lanes);
+        if parts.len() <= 1 {
+            let part = parts.pop().unwrap_or_default();
+            return refusal::apply_or_refuse(&self.pool, Checkpoint::InBatch(name), &part, max_seq, known, refused)
+                .await;
         }
-        self.since_analyze.store(0, Ordering::Relaxed);
-        let pool = self.pool.clone();
-        let refresh = async move {
-            let started = std::time::Instant::now();
-            match tokio::time::timeout(Duration::from_secs(120), store::analyze(&pool)).await {
-                Ok(Ok(())) => {
-                    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "read-model statistics refreshed");
-                }
-                Ok(Err(e)) => warn!(error = %e, "refreshing read-model statistics failed"),
-                Err(_) => warn!("refreshing read-model statistics took over 120 s; gave up"),
-            }
-        };
-        if due == Analyze::BeforeAck {
-            if let Ok(mut last) = self.last_settled_analyze.lock() {
-                *last = Some(std::time::Instant::now());
-            }
-            refresh.await;
-        } else {
-            tokio::spawn(refresh);
-        }
+        let outside = Checkpoint::Outside { label: name };
+        futures::future::try_join_all(parts.iter().map(|part| {
+            let part_max = part.iter().map(|s| s.seq).max().unwrap_or(known);
+            refusal::apply_or_refuse(&self.pool, outside, part, part_max, known, refused)
+        }))
+        .await?;
+        store::set_checkpoint(&self.pool, name, max_seq).await?;
+        Ok(max_seq.max(known))
     }
 
     async fn announce(&self, seq: u64) {
@@ -510,16 +464,6 @@ mod tests {
         assert_eq!(complete_commits(&[Some(&b0), Some(&b1), Some(&b2)]), 3);
         assert_eq!(complete_commits(&[Some(&a0), None]), 2, "poison never blocks");
         assert_eq!(complete_commits(&[]), 0);
-    }
-
-    #[test]
-    fn statistics_are_refreshed_before_the_ack_once_a_burst_settles_and_beside_a_long_one() {
-        assert_eq!(analyze_due(4_999, 0, None), Analyze::No);
-        assert_eq!(analyze_due(5_000, 0, None), Analyze::BeforeAck);
-        assert_eq!(analyze_due(5_000, 10, None), Analyze::No, "not while events are pending");
-        assert_eq!(analyze_due(9_000, 0, Some(Duration::from_secs(5))), Analyze::No, "not every few seconds");
-        assert_eq!(analyze_due(9_000, 0, Some(ANALYZE_SETTLED_EVERY)), Analyze::BeforeAck);
-        assert_eq!(analyze_due(ANALYZE_DURING_BURST, 1_000, None), Analyze::Beside);
     }
 
     #[test]

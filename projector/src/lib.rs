@@ -14,11 +14,13 @@
 pub mod apply;
 pub mod consumer;
 pub mod genuine;
+pub mod lanes;
 pub mod migrate;
 pub mod refusal;
 pub mod registry;
 pub mod replay;
 mod staging;
+mod statistics;
 pub mod store;
 pub mod tenant_events;
 pub mod tenants;

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "events PostgreSQL refused", include_str!("../migrations/0006_refused_events.sql")),
     (7, "the projector's batch as one function", include_str!("../migrations/0007_apply_function.sql")),
     (8, "read functions keep their plans", include_str!("../migrations/0008_read_function_plans.sql")),
+    (9, "order-independent batch apply", include_str!("../migrations/0009_order_independent_apply.sql")),
 ];
 
 /// The read-model migrator.

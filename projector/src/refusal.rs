@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tracing::error;
 
 use crate::apply::Sequenced;
-use crate::store;
+use crate::store::{self, Checkpoint};
 
 /// The SQLSTATE of an error that retrying cannot cure, or `None` for one
 /// worth retrying (connection lost, pool timeout, serialization failure...).
@@ -30,24 +30,24 @@ pub fn refusal_code(e: &sqlx::Error) -> Option<String> {
 /// `on_refused` is told of every refused event (for metrics).
 pub async fn apply_or_refuse(
     pool: &PgPool,
-    projector: &str,
+    at: Checkpoint<'_>,
     events: &[Sequenced],
     batch_max_seq: u64,
     known: u64,
     on_refused: &(dyn Fn(&Sequenced) + Send + Sync),
 ) -> Result<u64, sqlx::Error> {
-    match store::apply_batch(pool, projector, events, batch_max_seq, known).await {
+    match store::apply_batch(pool, at, events, batch_max_seq, known).await {
         Err(e) if refusal_code(&e).is_some() => {}
         other => return other,
     }
     let mut known = known;
     for commit in commits(events) {
         let commit_max = commit.iter().map(|s| s.seq).max().unwrap_or(known);
-        match store::apply_batch(pool, projector, commit, commit_max, known).await {
+        match store::apply_batch(pool, at, commit, commit_max, known).await {
             Ok(cp) => known = cp,
             Err(e) => {
                 let Some(code) = refusal_code(&e) else { return Err(e) };
-                known = record(pool, projector, commit, commit_max, &code, &e.to_string()).await?;
+                known = record(pool, at, commit, commit_max, &code, &e.to_string()).await?;
                 for s in commit {
                     error!(
                         tenant = %s.event.tenant, subject = %subject(s), seq = s.seq, sqlstate = %code, error = %e,
@@ -59,7 +59,10 @@ pub async fn apply_or_refuse(
         }
     }
     // Poison and foreign events of the batch still move the checkpoint.
-    store::apply_batch(pool, projector, &[], batch_max_seq, known).await
+    match at {
+        Checkpoint::InBatch(_) => store::apply_batch(pool, at, &[], batch_max_seq, known).await,
+        Checkpoint::Outside { .. } => Ok(batch_max_seq.max(known)),
+    }
 }
 
 /// Consecutive events of one commit, in stream order.
@@ -72,10 +75,10 @@ fn subject(s: &Sequenced) -> String {
 }
 
 /// Keeps a refused commit's events and moves the checkpoint past them, in
-/// one transaction; returns the new checkpoint.
+/// one transaction (with [`Checkpoint::InBatch`]); returns the new checkpoint.
 async fn record(
     pool: &PgPool,
-    projector: &str,
+    at: Checkpoint<'_>,
     commit: &[Sequenced],
     commit_max: u64,
     code: &str,
@@ -87,7 +90,7 @@ async fn record(
             "insert into refused_events (projector, seq, tenant_id, subject, resource_type, id, version, sqlstate, error)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict do nothing",
         )
-        .bind(projector)
+        .bind(at.label())
         .bind(s.seq as i64)
         .bind(s.event.tenant.as_str())
         .bind(subject(s))
@@ -99,14 +102,19 @@ async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    let seq: i64 = sqlx::query_scalar(
-        "update projector_checkpoints set seq = greatest(seq, $2), updated_at = now() where projector = $1
-         returning seq",
-    )
-    .bind(projector)
-    .bind(commit_max as i64)
-    .fetch_one(&mut *tx)
-    .await?;
+    let seq = match at {
+        Checkpoint::InBatch(projector) => {
+            sqlx::query_scalar::<_, i64>(
+                "update projector_checkpoints set seq = greatest(seq, $2), updated_at = now() where projector = $1
+             returning seq",
+            )
+            .bind(projector)
+            .bind(commit_max as i64)
+            .fetch_one(&mut *tx)
+            .await? as u64
+        }
+        Checkpoint::Outside { .. } => commit_max,
+    };
     tx.commit().await?;
-    Ok(seq as u64)
+    Ok(seq)
 }

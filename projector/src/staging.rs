@@ -190,8 +190,15 @@ impl Staging {
         while let Some(batch) = rx.recv().await {
             // The same refusals as the live projector's, so a replay leaves
             // out what the live read model left out.
-            known =
-                refusal::apply_or_refuse(&self.pool, CHECKPOINT, &batch.events, batch.max_seq, known, &|_| {}).await?;
+            known = refusal::apply_or_refuse(
+                &self.pool,
+                store::Checkpoint::InBatch(CHECKPOINT),
+                &batch.events,
+                batch.max_seq,
+                known,
+                &|_| {},
+            )
+            .await?;
             folded.events += batch.events.len() as u64;
             let keys = batch
                 .events

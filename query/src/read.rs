@@ -135,11 +135,20 @@ impl Queries {
     ) -> Result<Transaction<'static, Postgres>, QueryError> {
         let mut tx = self.pool.begin().await?;
         let types: Vec<&str> = shared.iter().map(|t| t.as_str()).collect();
-        sqlx::query("select set_config('app.tenant', $1, true), set_config('app.shared_types', $2, true)")
-            .bind(tenant.as_str())
-            .bind(types.join(","))
-            .execute(&mut *tx)
-            .await?;
+        // One round trip for every setting. The statement timeout bounds
+        // each statement, so no read can pin a connection. Custom plans:
+        // a generic plan of a prepared statement can neither prune
+        // partitions by tenant at planning time nor use the values'
+        // selectivity.
+        sqlx::query(
+            "select set_config('app.tenant', $1, true), set_config('app.shared_types', $2, true),
+                    set_config('statement_timeout', $3, true), set_config('plan_cache_mode', 'force_custom_plan', true)",
+        )
+        .bind(tenant.as_str())
+        .bind(types.join(","))
+        .bind(self.read_timeout_ms.to_string())
+        .execute(&mut *tx)
+        .await?;
         if let Some(s) = &self.snapshot {
             // Unqualified names now find the snapshot's tables first; the
             // read functions stay in `public`.

@@ -19,6 +19,7 @@ mod openapi;
 mod read;
 pub mod response;
 mod search;
+mod settle;
 pub mod shares;
 pub(crate) mod sharing;
 pub mod smart;
@@ -37,6 +38,8 @@ use sqlx::PgPool;
 use command::{AppliedWatch, Commands};
 use projector::TenantRegistry;
 use query::Queries;
+
+pub use settle::ReadYourWrites;
 
 pub use auth::Authenticator;
 pub use error::ApiError;
@@ -98,7 +101,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub tenants: TenantRegistry,
     pub commands: Option<Commands>,
-    pub applied: Option<AppliedWatch>,
+    pub applied: Option<ReadYourWrites>,
     pub queries: Option<Queries>,
     pub admin: Option<AdminDeps>,
     pub ops: Option<Ops>,

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use command::Written;
 use command::bundle::{self, BundleError, BundleKind, Criteria, Entry, Method};
 use command::transaction::{EntryFailure, EntryResult, ReadModelMatches, TxOutcome};
 use query::ReadResult;
@@ -16,7 +17,8 @@ use schemas::{ResourceId, TenantId};
 use super::auth::Caller;
 use super::extract::{FhirBody, InTenant, InstanceTarget, LimitedBody, TypeTarget, if_match};
 use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
-use super::write::{set_location, settle};
+use super::settle::settle;
+use super::write::set_location;
 use super::{ApiError, SharedState};
 
 fn interaction(m: Method) -> Interaction {
@@ -121,7 +123,7 @@ pub(super) async fn bundle(
     let (entries_json, last_seq, bundle_type) = match kind {
         BundleKind::Transaction => {
             let outcome = run(&state, &t, &caller, entries).await?.map_err(entry_failure)?;
-            let applied = settle_seq(&state, &headers, outcome.last_seq).await;
+            let applied = settle_results(&state, &headers, [&outcome]).await;
             let mut out = Vec::with_capacity(outcome.results.len());
             for result in outcome.results {
                 out.push(entry_json(&state, &t, &caller, &base, result, applied).await?);
@@ -144,7 +146,7 @@ pub(super) async fn bundle(
                 }
                 results.push((index, result));
             }
-            let applied = settle_seq(&state, &headers, last_seq).await;
+            let applied = settle_results(&state, &headers, results.iter().filter_map(|(_, r)| r.as_ref().ok())).await;
             for (_, result) in results {
                 out.push(match result {
                     Ok(mut o) => entry_json(&state, &t, &caller, &base, o.results.remove(0), applied).await?,
@@ -161,10 +163,22 @@ pub(super) async fn bundle(
     Ok(res)
 }
 
-async fn settle_seq(state: &SharedState, headers: &HeaderMap, seq: Option<u64>) -> bool {
-    match seq {
-        Some(seq) => settle(state, headers, seq).await == "applied",
-        None => true,
+/// Read-your-writes for the events of some outcomes; true once applied
+/// (or when they wrote nothing).
+async fn settle_results<'o>(
+    state: &SharedState,
+    headers: &HeaderMap,
+    outcomes: impl IntoIterator<Item = &'o TxOutcome>,
+) -> bool {
+    let written: Vec<&Written> = outcomes.into_iter().flat_map(|o| o.results.iter().filter_map(written_of)).collect();
+    written.is_empty() || settle(state, headers, &written).await == "applied"
+}
+
+/// The event a result appended, if any.
+fn written_of(result: &EntryResult) -> Option<&Written> {
+    match result {
+        EntryResult::Created(w) | EntryResult::Updated(w) | EntryResult::Deleted(Some(w)) => Some(w),
+        _ => None,
     }
 }
 
@@ -274,9 +288,10 @@ async fn single(
     base: &str,
     outcome: TxOutcome,
 ) -> Result<Response, ApiError> {
-    let projection = match outcome.last_seq {
-        Some(seq) => settle(state, headers, seq).await,
-        None => HeaderValue::from_static("skipped"),
+    let written: Vec<&Written> = outcome.results.iter().filter_map(written_of).collect();
+    let projection = match written.is_empty() {
+        false => settle(state, headers, &written).await,
+        true => HeaderValue::from_static("skipped"),
     };
     let result = outcome
         .results

@@ -10,10 +10,10 @@ use schemas::scope::Interaction;
 use super::auth::Caller;
 use super::extract::{FhirBody, InstanceTarget, TypeTarget, if_match};
 use super::response::{PROJECTION_HEADER, fhir_json, version_headers};
+use super::settle::settle;
 use super::{ApiError, SharedState};
 
 /// Request header with which a client opts out of read-your-writes.
-const CONSISTENCY_HEADER: &str = "x-fhirstream-consistency";
 
 /// `POST /fhir/{tenant}/{type}`
 #[utoipa::path(post, path = "/fhir/{tenant}/{rtype}", tag = "FHIR", operation_id = "create", params(super::openapi::TypePath), request_body(content = super::openapi::Resource, content_type = "application/fhir+json"), responses(super::openapi::WriteResponses))]
@@ -90,7 +90,7 @@ pub(super) async fn delete(
     res.headers_mut().remove(header::CONTENT_TYPE);
     if let Some(w) = written {
         version_headers(res.headers_mut(), w.version, &w.last_updated);
-        let projection = settle(&state, &headers, w.seq).await;
+        let projection = settle(&state, &headers, &[&w]).await;
         res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     }
     Ok(res)
@@ -171,7 +171,7 @@ pub(super) fn set_location(res: &mut Response, url: &str, created: bool) {
 /// The response to a stored write: waits for read-your-writes, then honours
 /// `Prefer: return=...`.
 async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, written: Written) -> Response {
-    let projection = settle(state, headers, written.seq).await;
+    let projection = settle(state, headers, &[&written]).await;
     let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or_default();
     // `return=OperationOutcome` answers with the validation warnings (an
     // information issue when there are none) instead of the resource.
@@ -199,21 +199,4 @@ async fn respond(state: &SharedState, headers: &HeaderMap, status: StatusCode, w
     version_headers(res.headers_mut(), written.version, &written.last_updated);
     res.headers_mut().insert(PROJECTION_HEADER.clone(), projection);
     res
-}
-
-/// Waits until the projector has applied `seq`, unless the client opted
-/// out. The write is durable either way; the header says which it is.
-pub(super) async fn settle(state: &SharedState, headers: &HeaderMap, seq: u64) -> HeaderValue {
-    let eventual = headers
-        .get(CONSISTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("eventual"));
-    let Some(applied) = state.applied.as_ref().filter(|_| !eventual) else {
-        return HeaderValue::from_static("skipped");
-    };
-    if applied.wait_for(seq, state.settings.read_your_writes_timeout).await {
-        HeaderValue::from_static("applied")
-    } else {
-        HeaderValue::from_static("pending")
-    }
 }

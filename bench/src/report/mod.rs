@@ -63,6 +63,7 @@ pub struct Results {
     pub p5: Option<ConsistencyResult>,
     pub p5_projector: Option<ProjectorRates>,
     pub p6: Option<ReplayResult>,
+    pub s1: Option<crate::scenarios::search::SearchResult>,
     pub v1: Option<crate::scenarios::validation::ValidationResult>,
     /// P1 against the server that skips conformance validation.
     pub p1_unvalidated: Option<CrudResult>,

@@ -2,6 +2,8 @@
 //! between them, and the target for it. Scenarios that do not exist
 //! yet are rows too, saying so, never numbers.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::report::Results;
@@ -53,9 +55,9 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// Stable key, e.g. `p1.writes`.
-    pub id: &'static str,
+    pub id: Cow<'static, str>,
     pub scenario: &'static str,
-    pub figure: &'static str,
+    pub figure: Cow<'static, str>,
     pub value: Option<f64>,
     pub unit: Unit,
     /// Extra percentiles of a latency row, e.g. `p95 9.1 / p99 14.0`.
@@ -70,11 +72,16 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(id: &'static str, scenario: &'static str, figure: &'static str, unit: Unit) -> Self {
+    fn new(
+        id: impl Into<Cow<'static, str>>,
+        scenario: &'static str,
+        figure: impl Into<Cow<'static, str>>,
+        unit: Unit,
+    ) -> Self {
         Self {
-            id,
+            id: id.into(),
             scenario,
-            figure,
+            figure: figure.into(),
             value: None,
             unit,
             detail: None,
@@ -221,6 +228,7 @@ pub fn build(r: &Results) -> Vec<Row> {
         Row::new("raw.select", "raw baseline", "PK select (selects/s)", Unit::PerSec).value(select),
         Row::new("raw.select.latency", "raw baseline", "PK select p50", Unit::Ms).latency(sel_lat),
     ];
+    rows.extend(search_rows(r));
     for row in &mut rows {
         let key = row.id.split('.').next().unwrap_or_default();
         let scenario = match key {
@@ -236,6 +244,36 @@ pub fn build(r: &Results) -> Vec<Row> {
         }
     }
     rows.into_iter().map(Row::settle).collect()
+}
+
+/// S1: one row per search and tenant, beside the same statements run
+/// straight on PostgreSQL; p50/p99 and the answer's total in the detail.
+fn search_rows(r: &Results) -> Vec<Row> {
+    let Some(s1) = r.s1.as_ref() else {
+        return vec![Row::new("s1.search", "S1 search", "requests/s", Unit::PerSec)];
+    };
+    s1.rows
+        .iter()
+        .map(|row| {
+            let target = if row.date_range { 1000.0 } else { 1500.0 };
+            let mut out = Row::new(
+                format!("s1.{}.{}", row.tenant, row.key),
+                "S1 search",
+                format!("{} tenant: {}", row.tenant, row.query),
+                Unit::PerSec,
+            )
+            .value(row.requests_per_sec)
+            .against("raw SQL, same statements", row.raw_per_sec)
+            .target(Target::AtLeast(target));
+            out.detail = Some(format!(
+                "p50 {} / p99 {} ms, total {}",
+                ms(row.latency.p50_ms),
+                ms(row.latency.p99_ms),
+                row.total.map_or("-".into(), |t| t.to_string())
+            ));
+            out
+        })
+        .collect()
 }
 
 #[cfg(test)]

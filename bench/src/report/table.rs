@@ -76,7 +76,7 @@ pub fn cells(row: &Row) -> [String; 6] {
         (Some(t), None) => target(t, row.unit),
         (None, _) => String::new(),
     };
-    [row.scenario.to_owned(), row.figure.to_owned(), val, base, ratio, goal]
+    [row.scenario.to_owned(), row.figure.to_string(), val, base, ratio, goal]
 }
 
 /// Lays rows out in aligned columns under a header line.
@@ -216,9 +216,9 @@ mod tests {
 
     fn row() -> Row {
         Row {
-            id: "p1.writes",
+            id: "p1.writes".into(),
             scenario: "P1 CRUD mix",
-            figure: "writes/s",
+            figure: "writes/s".into(),
             value: Some(1500.0),
             unit: Unit::PerSec,
             detail: None,

@@ -1,7 +1,8 @@
 //! The scenarios that load the server over HTTP: P1 (CRUD mix), P2
 //! (Synthea import as transactions), P3 (read by id), P4 (isolation from a
 //! big neighbour), P5 (read-your-writes vs eventual writes) and P6 (the
-//! operator's replay); V1 (validation cost) runs in process. Each virtual user
+//! operator's replay), S1 (searches on a fresh and a big tenant); V1
+//! (validation cost) runs in process. Each virtual user
 //! keeps its own histograms; they are merged once the phase ends, so
 //! measuring adds no shared state to the hot path.
 
@@ -11,6 +12,7 @@ pub mod import;
 pub mod isolation;
 pub mod read;
 pub mod replay;
+pub mod search;
 pub mod validation;
 
 use std::collections::BTreeMap;

@@ -138,6 +138,17 @@ fn position(row: &sqlx::postgres::PgRow, keys: usize, backward: bool) -> Result<
     Ok(Position { backward, keys, rtype: row.try_get("resource_type")?, id: row.try_get("id")? })
 }
 
+/// The exact number of matches.
+async fn total(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &TenantId,
+    req: &SearchRequest,
+) -> Result<u64, SearchError> {
+    let row = fetch(tx, sql::count(tenant.as_str(), req)).await?;
+    let n: i64 = row.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+    Ok(n as u64)
+}
+
 impl Queries {
     /// Runs a search in `tenant` and returns one page.
     pub async fn search(
@@ -152,33 +163,28 @@ impl Queries {
             return Err(SearchError::BadCursor);
         }
         let count = req.count.unwrap_or(opts.default_count).min(opts.max_count);
+        // The transaction's settings bound every statement, so no search can
+        // pin a connection, and plan it for the actual values (see
+        // `begin_reading`).
         let mut tx = self.begin_reading(tenant, &req.shared).await?;
-        // A bound on every statement, so no search can pin a connection;
-        // and plans for the actual values (a generic plan of a prepared
-        // statement cannot prune partitions by tenant or use the values'
-        // selectivity).
-        sqlx::query(
-            "select set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)",
-        )
-        .bind(self.read_timeout_ms().to_string())
-            .execute(&mut *tx)
-            .await?;
         let only_total = req.summary == Summary::Count || count == 0;
-        let total = if req.total != Total::None || only_total {
-            let row = fetch(&mut tx, sql::count(tenant.as_str(), req)).await?;
-            let n: i64 = row.first().map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
-            Some(n as u64)
-        } else {
-            None
-        };
         let mut page =
-            SearchPage { matches: Vec::new(), included: Vec::new(), total, count, next: None, previous: None };
+            SearchPage { matches: Vec::new(), included: Vec::new(), total: None, count, next: None, previous: None };
         if only_total {
+            page.total = Some(total(&mut tx, tenant, req).await?);
             tx.commit().await?;
             return Ok(page);
         }
         let mut rows = fetch(&mut tx, sql::page(tenant.as_str(), req, pos.as_ref(), i64::from(count) + 1)).await?;
         let more = rows.len() > count as usize;
+        if req.total != Total::None {
+            // A first page that holds every match is its own total: one
+            // statement fewer for the many searches with few matches.
+            page.total = match (more, &pos) {
+                (false, None) => Some(rows.len() as u64),
+                _ => Some(total(&mut tx, tenant, req).await?),
+            };
+        }
         rows.truncate(count as usize);
         let backward = pos.as_ref().is_some_and(|p| p.backward);
         if backward {
