@@ -224,9 +224,11 @@ async fn a_client_can_opt_out_of_read_your_writes() {
 
 #[tokio::test]
 async fn a_write_whose_projection_is_slow_is_acknowledged_with_a_pending_header() {
-    // No projector role: the event is durable but never applied here.
+    // No projector role, and writes that wait for the projector instead of
+    // applying their own events: the event is durable but never applied.
     let app = TestApp::spawn_with(|cfg| {
         cfg.roles = vec![fhirstream::config::Role::Command, fhirstream::config::Role::Query];
+        cfg.read_your_writes = fhirstream::config::ReadYourWritesMode::Projector;
         cfg.read_your_writes_timeout_ms = 200;
     })
     .await;
