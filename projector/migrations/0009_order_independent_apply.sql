@@ -47,10 +47,14 @@ begin
         select coalesce(max(seq), 0) into cp from projector_checkpoints where projector = p_projector;
     end if;
 
+    -- Versions already stored (a direct apply got there first) are left
+    -- out before their bodies are parsed into jsonb, the dearest part.
     insert into resource_versions (tenant_id, resource_type, id, version, op, last_updated, seq, resource)
     select t, rt, i, v, o, lu, s, r::jsonb
     from unnest(v_tenant, v_type, v_id, v_version, v_op, v_at, v_seq, v_resource) as x(t, rt, i, v, o, lu, s, r)
     where x.s > cp
+      and not exists (select 1 from resource_versions o
+                      where o.tenant_id = x.t and o.resource_type = x.rt and o.id = x.i and o.version = x.v)
     on conflict do nothing;
 
     with moved as (
@@ -58,6 +62,10 @@ begin
         select t, rt, i, v, d, lu, s
         from unnest(c_tenant, c_type, c_id, c_version, c_deleted, c_at, c_seq) as y(t, rt, i, v, d, lu, s)
         where y.s > cp
+          -- Not even locked when a committed row is as new: a conflicting
+          -- upsert locks the row although its WHERE fails.
+          and not exists (select 1 from resources o
+                          where o.tenant_id = y.t and o.resource_type = y.rt and o.id = y.i and o.version >= y.v)
         on conflict (tenant_id, resource_type, id) do update
         set version = excluded.version, deleted = excluded.deleted,
             last_updated = excluded.last_updated, seq = excluded.seq
